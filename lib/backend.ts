@@ -1,0 +1,114 @@
+// Picks the fastest tfjs backend this machine can run, and says which in one line.
+//
+// Ladder: `tensorflow` (tfjs-node-gpu: libtensorflow, CUDA when a GPU is usable, its CPU build otherwise)
+//       > `wasm` (SIMD; the .wasm files ship inside the npm package, so it works offline)
+//       > `cpu` (pure JS, ~40x slower than wasm: only ever chosen with a loud warning).
+// `TFJS_BACKEND=tensorflow|wasm|cpu` overrides the ladder. A missing or broken tfjs-node-gpu
+// (not installed, libcudart not found, ABI mismatch...) never crashes anything: we log why and fall back.
+import * as tf from '@tensorflow/tfjs';
+import * as path from 'path';
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+export const BACKENDS: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+
+export interface BackendChoice {
+  name: BackendName;
+  /** One human line: what runs and why the faster ones did not. */
+  summary: string;
+  /** Why each faster backend was skipped. */
+  skipped: { name: BackendName; reason: string }[];
+}
+
+export interface BackendOptions {
+  /** Force a backend (default: env TFJS_BACKEND, else the ladder). */
+  prefer?: BackendName | 'auto';
+  /** Where the one-line summary and warnings go (default console.log / console.warn). */
+  log?: (line: string) => void;
+  warn?: (line: string) => void;
+  /** How to load tfjs-node-gpu; injectable so tests can simulate a missing or broken install. */
+  loadNodeGpu?: () => unknown;
+}
+
+const CPU_WARNING =
+  'WARNING: running on the pure-JS `cpu` backend, about 40x slower than wasm. ' +
+  'Feature extraction will take hours. Check that @tensorflow/tfjs-backend-wasm is installed.';
+
+let current: Promise<BackendChoice> | undefined;
+
+function firstLine(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return msg.split('\n').find((l) => l.trim() !== '')?.trim() ?? 'unknown error';
+}
+
+function parsePreference(value: string | undefined): BackendName | 'auto' {
+  if (value === undefined || value === '' || value === 'auto') return 'auto';
+  if ((BACKENDS as readonly string[]).includes(value)) return value as BackendName;
+  throw new Error(`TFJS_BACKEND="${value}" is not a backend: expected one of auto, ${BACKENDS.join(', ')}`);
+}
+
+async function tryTensorflow(load: () => unknown): Promise<string> {
+  load(); // registers the 'tensorflow' backend as a side effect
+  if (!(await tf.setBackend('tensorflow'))) throw new Error('tfjs-node-gpu loaded but its backend failed to initialise');
+  return 'tensorflow (tfjs-node-gpu, libtensorflow; uses a CUDA GPU when one is visible)';
+}
+
+/** Directory holding tfjs-backend-wasm's .wasm binaries (shipped in the package). */
+export function wasmDir(): string {
+  return path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm')) + path.sep;
+}
+
+async function tryWasm(): Promise<string> {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const wasm = require('@tensorflow/tfjs-backend-wasm') as typeof import('@tensorflow/tfjs-backend-wasm');
+  wasm.setWasmPaths(wasmDir());
+  if (!(await tf.setBackend('wasm'))) throw new Error('wasm backend failed to initialise');
+  const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
+  return `wasm (${simd ? 'SIMD' : 'no SIMD'}, one thread per process; use worker pools for more cores)`;
+}
+
+async function tryCpu(): Promise<string> {
+  if (!(await tf.setBackend('cpu'))) throw new Error('cpu backend failed to initialise');
+  return 'cpu (pure JS)';
+}
+
+async function choose(opts: BackendOptions): Promise<BackendChoice> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const warn = opts.warn ?? ((l: string) => console.warn(l));
+  const prefer = opts.prefer ?? parsePreference(process.env.TFJS_BACKEND);
+  const load = opts.loadNodeGpu ?? (() => require('@tensorflow/tfjs-node-gpu'));
+  const attempts: Record<BackendName, () => Promise<string>> = {
+    tensorflow: () => tryTensorflow(load),
+    wasm: tryWasm,
+    cpu: tryCpu,
+  };
+  const order: BackendName[] = prefer === 'auto' ? [...BACKENDS] : [prefer];
+  const skipped: BackendChoice['skipped'] = [];
+  for (const name of order) {
+    try {
+      const detail = await attempts[name]();
+      await tf.ready();
+      const why = skipped.map((s) => `${s.name}: ${s.reason}`).join('; ');
+      const summary = `tfjs backend: ${detail}${prefer !== 'auto' ? ' [forced by TFJS_BACKEND]' : ''}${why ? ` — skipped ${why}` : ''}`;
+      log(summary);
+      if (name === 'cpu') warn(CPU_WARNING);
+      return { name, summary, skipped };
+    } catch (err) {
+      skipped.push({ name, reason: firstLine(err) });
+    }
+  }
+  throw new Error(`no tfjs backend could start: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
+}
+
+/**
+ * Initialise the fastest available backend once per process; later calls return the same choice.
+ * Pass `{ reset: true }` (tests) to choose again.
+ */
+export function initBackend(opts: BackendOptions & { reset?: boolean } = {}): Promise<BackendChoice> {
+  if (!current || opts.reset) {
+    current = choose(opts);
+    current.catch(() => (current = undefined));
+  }
+  return current;
+}
+
+export { tf };
