@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// Kernel launcher for the project kernelspec (used by JupyterLab and by `npm run notebooks`).
+// Jupyter starts kernels in the notebook's folder, but tslab resolves imports against its working directory and
+// rejects files outside it ("not under rootDir"), so notebooks/ could not import ./lib/... . We therefore move to
+// the project root first and start the tslab installed in this project's node_modules in this same process
+// (no extra child process: the pid Jupyter or the runner holds is the kernel, so killing it leaves nothing behind).
+'use strict';
+const path = require('path');
+const fs = require('fs');
+
+const connectionFile = process.argv[2];
+if (!connectionFile) {
+  console.error('launch.js: missing argument: path of the Jupyter connection file');
+  process.exit(2);
+}
+const configPath = path.resolve(connectionFile); // resolve before chdir: Jupyter may pass a relative path
+const root = path.resolve(__dirname, '..', '..', '..'); // <root>/jupyter/kernels/<name>/launch.js
+const tslabMain = path.join(root, 'node_modules', 'tslab', 'dist', 'main.js');
+if (!fs.existsSync(tslabMain)) {
+  console.error(`launch.js: ${tslabMain} not found; run \`npm ci\` in ${root} first`);
+  process.exit(2);
+}
+process.chdir(root);
+// Like ipykernel's parent poller: if whoever started us dies without shutting us down (runner killed with
+// SIGKILL, Jupyter server crash), we get re-parented; exit instead of lingering as an orphan.
+const parentPid = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parentPid) process.exit(1);
+}, 1000).unref();
+// startKernel is tslab's stable entry point (it is what a global tslab calls into a local one).
+require(tslabMain).startKernel({ configPath, enableFindLocal: false, jsKernel: false });
