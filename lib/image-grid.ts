@@ -105,7 +105,7 @@ export function imageGrid(images: Uint8Array, n: number, opts: ImageGridOptions)
   return PNG.sync.write(png);
 }
 
-/** Show a PNG inline in a notebook (returns false elsewhere, where nothing is shown). */
-export function showPng(png: Buffer | Uint8Array): boolean {
-  return displayBundle({ 'image/png': Buffer.from(png).toString('base64'), 'text/plain': `<PNG image, ${png.length} bytes>` });
+/** Show a PNG inline in a notebook; elsewhere nothing is shown. Returns nothing, so a cell ending in it prints nothing. */
+export function showPng(png: Buffer | Uint8Array): void {
+  displayBundle({ 'image/png': Buffer.from(png).toString('base64'), 'text/plain': `<PNG image, ${png.length} bytes>` });
 }

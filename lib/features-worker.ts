@@ -1,0 +1,66 @@
+// One batch of pixels -> backbone features; used in-process and as the body of each feature-pool worker thread.
+// Each worker owns a wasm backend and the compiled backbones it has been asked for (loaded once, kept).
+import { isMainThread, parentPort, workerData } from 'worker_threads';
+import * as tf from '@tensorflow/tfjs';
+import { applyView } from './augment';
+import { BackboneName, backboneArtifacts, compileExtractor, FeatureExtractor } from './backbones';
+import { initBackend } from './backend';
+import { pixelsToTensor, preprocess } from './preprocess';
+
+export interface BatchTask {
+  backbone: BackboneName;
+  backbonesDir?: string;
+  resolution: number;
+  view: string;
+  n: number;
+  /** n x 32 x 32 x 3 uint8 (transferred, not copied, to the worker). */
+  pixels: Uint8Array;
+}
+
+const extractors = new Map<string, Promise<FeatureExtractor>>();
+
+/** The compiled (BN-folded, fused) extractor for a backbone, loaded once per thread. */
+export function getExtractor(backbone: BackboneName, backbonesDir?: string): Promise<FeatureExtractor> {
+  const key = `${backbone}|${backbonesDir ?? ''}`;
+  let p = extractors.get(key);
+  if (!p) {
+    p = backboneArtifacts(backbone, { dir: backbonesDir }).then(compileExtractor);
+    p.catch(() => extractors.delete(key));
+    extractors.set(key, p);
+  }
+  return p;
+}
+
+export async function extractBatch(task: BatchTask): Promise<Float32Array> {
+  const extractor = await getExtractor(task.backbone, task.backbonesDir);
+  const viewed = applyView(task.pixels, task.n, task.view);
+  const out = tf.tidy(() => extractor.predict(preprocess(pixelsToTensor(viewed, task.n), task.resolution)));
+  try {
+    const data = (await out.data()) as Float32Array;
+    // Must own its whole buffer: it is transferred to the main thread (a view into wasm memory would detach it).
+    return data.byteOffset === 0 && data.buffer.byteLength === data.byteLength ? data : data.slice();
+  } finally {
+    out.dispose();
+  }
+}
+
+export const WORKER_ROLE = 'cifar10-feature-worker';
+
+if (!isMainThread && workerData?.role === WORKER_ROLE && parentPort) {
+  const port = parentPort;
+  // Workers always use wasm: the pool exists only because wasm runs one thread per instance.
+  const ready = initBackend({ prefer: 'wasm', log: () => {} });
+  ready.then(
+    () => port.postMessage({ type: 'ready' }),
+    (err) => port.postMessage({ type: 'fatal', message: `worker backend: ${(err as Error).message}` }),
+  );
+  port.on('message', async (msg: { id: number; task: BatchTask }) => {
+    try {
+      await ready;
+      const features = await extractBatch(msg.task);
+      port.postMessage({ type: 'result', id: msg.id, features }, [features.buffer as ArrayBuffer]);
+    } catch (err) {
+      port.postMessage({ type: 'error', id: msg.id, message: (err as Error).message });
+    }
+  });
+}

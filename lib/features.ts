@@ -1,0 +1,388 @@
+// The feature engine: each image (and each augmented view of it) goes through the frozen backbone once, in parallel
+// across cores, and the result is cached on disk by the image's content, so any later run — the same data, a
+// subset, another order, a smoke test — reads features instead of recomputing them.
+//
+// Cache layout: <cacheDir>/features/<backbone>/r<resolution>/<view>/<name>.feat, one file per chunk of up to
+// CHUNK images. Each file: 8-byte magic, u32 header length, JSON header (format version, settings, count, dim,
+// md5 of the body), then count 16-byte image keys (md5 of the 32x32x3 pixels), then count x dim float32.
+// Files are written atomically; a file whose header, size or body hash does not match is ignored (and its images
+// recomputed), never trusted.
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+import { AUGMENT_VERSION, parseView } from './augment';
+import { BackboneName, backboneSpec } from './backbones';
+import { initBackend } from './backend';
+import { writeFileAtomic } from './atomic';
+import { BatchTask, extractBatch, WORKER_ROLE } from './features-worker';
+import { dataDir } from './paths';
+import { DEFAULT_RESOLUTION } from './preprocess';
+import { progress as makeProgress, ProgressSink, silentProgress } from './progress';
+
+export interface Features {
+  /** n x dim, row i = features of input image i. */
+  data: Float32Array;
+  n: number;
+  dim: number;
+  /** How the features were obtained (cache hits, images computed, wall seconds). */
+  stats?: { cached: number; computed: number; seconds: number; workers: number };
+}
+
+export interface ExtractOptions {
+  backbone: BackboneName;
+  resolution?: number;
+  /** 'plain' (default), 'flip' or 'aug<k>'. */
+  view?: string;
+  /** Worker threads (default: CPU cores); 0 = in this thread. Ignored (in-process) on the tensorflow backend. */
+  workers?: number;
+  /** Cache root (default data/cache); `cache: false` disables reading and writing it. */
+  cacheDir?: string;
+  cache?: boolean;
+  /** Images per backbone call (default 8: measured fastest in wasm, activations stay in cache). */
+  batchSize?: number;
+  /** true (default): bar/notebook display; false: silent; or your own sink. */
+  progress?: boolean | ProgressSink;
+  /** Folder holding the backbone folders (else BACKBONES_DIR, data/models). */
+  backbonesDir?: string;
+}
+
+export const PIXELS = 32 * 32 * 3;
+export const CACHE_FORMAT = 'cifar10-features-v1';
+const MAGIC = Buffer.from('CFEAT01\n');
+const KEY_BYTES = 16;
+/** Images per cache file: big enough to keep the file count low, small enough that an interrupt loses little. */
+export const CHUNK = 2048;
+
+// ---------------------------------------------------------------- keys
+
+/** md5 of each image's pixels (16 bytes each, concatenated). */
+export function imageKeys(images: Uint8Array, n: number): Buffer {
+  const keys = Buffer.allocUnsafe(n * KEY_BYTES);
+  for (let i = 0; i < n; i++) {
+    crypto.createHash('md5').update(images.subarray(i * PIXELS, (i + 1) * PIXELS)).digest().copy(keys, i * KEY_BYTES);
+  }
+  return keys;
+}
+
+// ---------------------------------------------------------------- cache files
+
+interface CacheSettings {
+  backbone: BackboneName;
+  resolution: number;
+  view: string;
+  dim: number;
+}
+
+interface Header extends CacheSettings {
+  format: string;
+  viewVersion: string;
+  count: number;
+  bodyMd5: string;
+}
+
+function viewVersion(view: string): string {
+  return parseView(view).kind === 'aug' ? AUGMENT_VERSION : view;
+}
+
+export function cacheFolder(root: string, s: Omit<CacheSettings, 'dim'>): string {
+  return path.join(root, 'features', s.backbone, `r${s.resolution}`, s.view);
+}
+
+function encodeChunk(s: CacheSettings, keys: Buffer, data: Float32Array): Buffer {
+  const count = keys.length / KEY_BYTES;
+  const body = Buffer.concat([keys, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
+  const header: Header = {
+    format: CACHE_FORMAT, ...s, viewVersion: viewVersion(s.view), count,
+    bodyMd5: crypto.createHash('md5').update(body).digest('hex'),
+  };
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(json.length);
+  return Buffer.concat([MAGIC, len, json, body]);
+}
+
+/** Header + keys of a chunk file if it claims the expected settings and has the right size; else a reason. */
+function readChunkIndex(file: string, s: CacheSettings): { header: Header; keys: Buffer; bodyOffset: number } | string {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, 'r');
+    const size = fs.fstatSync(fd).size;
+    const pre = Buffer.alloc(12);
+    if (fs.readSync(fd, pre, 0, 12, 0) !== 12 || !pre.subarray(0, 8).equals(MAGIC)) return 'bad magic';
+    const hlen = pre.readUInt32LE(8);
+    if (hlen > 65536) return 'bad header length';
+    const hbuf = Buffer.alloc(hlen);
+    if (fs.readSync(fd, hbuf, 0, hlen, 12) !== hlen) return 'truncated header';
+    const h = JSON.parse(hbuf.toString('utf8')) as Header;
+    const want = { format: CACHE_FORMAT, ...s, viewVersion: viewVersion(s.view) };
+    for (const [k, v] of Object.entries(want)) if ((h as any)[k] !== v) return `header ${k}=${(h as any)[k]}, expected ${v}`;
+    const bodyOffset = 12 + hlen;
+    const expected = bodyOffset + h.count * (KEY_BYTES + 4 * h.dim);
+    if (!Number.isInteger(h.count) || size !== expected) return `size ${size} bytes, header implies ${expected}`;
+    const keys = Buffer.alloc(h.count * KEY_BYTES);
+    fs.readSync(fd, keys, 0, keys.length, bodyOffset);
+    return { header: h, keys, bodyOffset };
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** The features of a chunk file after checking its body hash; a string reason when it fails. */
+function readChunkData(file: string, idx: { header: Header; bodyOffset: number }): Float32Array | string {
+  const buf = fs.readFileSync(file);
+  const body = buf.subarray(idx.bodyOffset);
+  if (crypto.createHash('md5').update(body).digest('hex') !== idx.header.bodyMd5) return 'body hash mismatch';
+  const featBytes = body.subarray(idx.header.count * KEY_BYTES);
+  const out = new Float32Array(featBytes.length / 4);
+  Buffer.from(out.buffer).set(featBytes);
+  return out;
+}
+
+/**
+ * Copy cached rows for the wanted keys into `out`; returns which wanted positions were filled.
+ * Bad files are reported once (warn) and skipped.
+ */
+function readCache(
+  folder: string, s: CacheSettings, wanted: Map<string, number[]>, out: Float32Array, warn: (m: string) => void,
+): number {
+  if (!fs.existsSync(folder)) return 0;
+  let filled = 0;
+  for (const name of fs.readdirSync(folder).filter((f) => f.endsWith('.feat')).sort()) {
+    if (wanted.size === 0) break;
+    const file = path.join(folder, name);
+    const idx = readChunkIndex(file, s);
+    if (typeof idx === 'string') {
+      warn(`feature cache: ignoring ${file} (${idx}); its images will be recomputed`);
+      continue;
+    }
+    const hits: [number, number[]][] = [];
+    for (let r = 0; r < idx.header.count; r++) {
+      const key = idx.keys.toString('hex', r * KEY_BYTES, (r + 1) * KEY_BYTES);
+      const positions = wanted.get(key);
+      if (positions) hits.push([r, positions]);
+    }
+    if (hits.length === 0) continue;
+    const data = readChunkData(file, idx);
+    if (typeof data === 'string') {
+      warn(`feature cache: ignoring ${file} (${data}); its images will be recomputed`);
+      continue;
+    }
+    const dim = s.dim;
+    for (const [r, positions] of hits) {
+      const row = data.subarray(r * dim, (r + 1) * dim);
+      for (const p of positions) out.set(row, p * dim);
+      filled += positions.length;
+      wanted.delete(idx.keys.toString('hex', r * KEY_BYTES, (r + 1) * KEY_BYTES));
+    }
+  }
+  return filled;
+}
+
+// ---------------------------------------------------------------- worker pool
+
+type Pending = { id: number; task: BatchTask; resolve: (f: Float32Array) => void; reject: (e: Error) => void };
+
+/** worker_threads running lib/features-worker; each handles one batch at a time, queue dispatched on demand. */
+class FeaturePool {
+  private workers: { w: Worker; busy?: Pending; ready: boolean }[] = [];
+  private queue: Pending[] = [];
+  private nextId = 0;
+  private failed?: Error;
+
+  constructor(readonly size: number) {
+    // A compiled build has features-worker.js beside us; from sources (ts-node, node --test, and tslab, which
+    // names our module features.js although only the .ts exists) each worker needs ts-node too.
+    const js = path.join(__dirname, 'features-worker.js');
+    const file = fs.existsSync(js) ? js : path.join(__dirname, 'features-worker.ts');
+    const isTs = file.endsWith('.ts');
+    const tsNode = isTs ? require.resolve('ts-node/register/transpile-only') : '';
+    const code = isTs ? `require(${JSON.stringify(tsNode)}); require(${JSON.stringify(file)});` : `require(${JSON.stringify(file)});`;
+    const env = { ...process.env, TS_NODE_PROJECT: process.env.TS_NODE_PROJECT ?? path.join(__dirname, '..', 'tsconfig.json') };
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(code, { eval: true, workerData: { role: WORKER_ROLE }, env, stdout: false, stderr: false });
+      const slot = { w, ready: false } as { w: Worker; busy?: Pending; ready: boolean };
+      w.on('message', (m: any) => this.onMessage(slot, m));
+      w.on('error', (err) => this.fail(new Error(`feature worker crashed: ${err.message}`)));
+      w.on('exit', (code) => {
+        if (code !== 0 && !this.failed) this.fail(new Error(`feature worker exited with code ${code}`));
+      });
+      w.unref();
+      this.workers.push(slot);
+    }
+  }
+
+  private onMessage(slot: { w: Worker; busy?: Pending; ready: boolean }, m: any): void {
+    if (m.type === 'ready') slot.ready = true;
+    else if (m.type === 'fatal') return this.fail(new Error(m.message));
+    else {
+      const job = slot.busy;
+      slot.busy = undefined;
+      if (job && m.id === job.id) {
+        if (m.type === 'result') job.resolve(m.features as Float32Array);
+        else job.reject(new Error(m.message));
+      }
+    }
+    this.pump();
+  }
+
+  private fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    for (const s of this.workers) s.busy?.reject(err);
+    for (const j of this.queue.splice(0)) j.reject(err);
+    this.terminate();
+  }
+
+  private pump(): void {
+    for (const s of this.workers) {
+      if (s.busy || this.queue.length === 0) continue;
+      const job = this.queue.shift()!;
+      s.busy = job;
+      s.w.postMessage({ id: job.id, task: job.task }, [job.task.pixels.buffer as ArrayBuffer]);
+    }
+    // Keep the process alive only while work is outstanding: an idle pool never blocks exit.
+    const busy = this.workers.some((s) => s.busy);
+    for (const s of this.workers) busy ? s.w.ref() : s.w.unref();
+  }
+
+  run(task: BatchTask): Promise<Float32Array> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ id: this.nextId++, task, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Reject every queued (not yet running) job: after one batch fails, the rest of that call is pointless. */
+  cancelQueued(err: Error): void {
+    for (const j of this.queue.splice(0)) j.reject(err);
+    this.pump();
+  }
+
+  get broken(): boolean {
+    return this.failed !== undefined;
+  }
+
+  async terminate(): Promise<void> {
+    await Promise.all(this.workers.map((s) => s.w.terminate()));
+    this.workers = [];
+  }
+}
+
+let pool: FeaturePool | undefined;
+
+function getPool(size: number): FeaturePool {
+  if (!pool || pool.broken || pool.size !== size) {
+    pool?.terminate();
+    pool = new FeaturePool(size);
+  }
+  return pool;
+}
+
+/** Stop the worker threads (they are idle-unref'd, so this is only needed for a clean shutdown or a new size). */
+export async function terminateFeaturePool(): Promise<void> {
+  const p = pool;
+  pool = undefined;
+  await p?.terminate();
+}
+
+// ---------------------------------------------------------------- extraction
+
+/**
+ * Features of every image, in input order, from the cache where possible and the backbone otherwise.
+ * Throws a one-line error for bad input (pixel buffer size, unknown backbone/view, resolution).
+ */
+export async function extractFeatures(set: { images: Uint8Array; n: number }, opts: ExtractOptions): Promise<Features> {
+  const t0 = Date.now();
+  const spec = backboneSpec(opts.backbone);
+  const resolution = opts.resolution ?? DEFAULT_RESOLUTION;
+  const view = opts.view ?? 'plain';
+  parseView(view);
+  const batchSize = opts.batchSize ?? 8;
+  const { images, n } = set;
+  if (!Number.isInteger(n) || n < 0 || images.length !== n * PIXELS) {
+    throw new Error(`extractFeatures: images has ${images.length} bytes, expected n=${n} x 32x32x3 = ${n * PIXELS}`);
+  }
+  if (!Number.isInteger(resolution) || resolution < 32) throw new Error(`resolution ${resolution}: expected an integer >= 32`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize ${batchSize}: expected a positive integer`);
+  if (opts.workers !== undefined && !(Number.isInteger(opts.workers) && opts.workers >= 0)) {
+    throw new Error(`workers ${opts.workers}: expected an integer >= 0 (0 = in this thread)`);
+  }
+  const dim = spec.featureSize;
+  const out = new Float32Array(n * dim);
+  const settings: CacheSettings = { backbone: opts.backbone, resolution, view, dim };
+  const useCache = opts.cache !== false;
+  const folder = cacheFolder(opts.cacheDir ?? dataDir('cache'), settings);
+
+  // Deduplicate by content: identical images are computed once and get identical features.
+  const keys = imageKeys(images, n);
+  const wanted = new Map<string, number[]>();
+  for (let i = 0; i < n; i++) {
+    const k = keys.toString('hex', i * KEY_BYTES, (i + 1) * KEY_BYTES);
+    const list = wanted.get(k);
+    list ? list.push(i) : wanted.set(k, [i]);
+  }
+  const cached = useCache ? readCache(folder, settings, wanted, out, (m) => console.warn(m)) : 0;
+  const missing = [...wanted.values()]; // position lists of images still to compute (one entry per distinct image)
+
+  const backend = missing.length ? (await initBackend()).name : 'n/a';
+  const nWorkers = backend === 'wasm' ? (opts.workers ?? os.cpus().length) : 0;
+  const computed = missing.reduce((a, l) => a + l.length, 0);
+  if (missing.length) {
+    const run: (t: BatchTask) => Promise<Float32Array> =
+      nWorkers > 0 ? (t) => getPool(nWorkers).run(t) : (() => {
+        let chain = Promise.resolve(); // in-process: one batch at a time
+        return (t: BatchTask) => {
+          const p = chain.then(() => extractBatch(t));
+          chain = p.then(() => undefined, () => undefined);
+          return p;
+        };
+      })();
+    const sink: ProgressSink =
+      typeof opts.progress === 'object' ? opts.progress
+        : opts.progress === false ? silentProgress
+        : makeProgress(`features ${opts.backbone} ${resolution}px ${view}${nWorkers ? ` x${nWorkers} workers` : ''}`, missing.length);
+    const chunks: number[][][] = [];
+    for (let i = 0; i < missing.length; i += CHUNK) chunks.push(missing.slice(i, i + CHUNK));
+    try {
+      await Promise.all(
+        chunks.map(async (chunk) => {
+          const feats = new Float32Array(chunk.length * dim);
+          const batches: Promise<void>[] = [];
+          for (let b = 0; b < chunk.length; b += batchSize) {
+            const part = chunk.slice(b, b + batchSize);
+            const pixels = new Uint8Array(part.length * PIXELS);
+            part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * PIXELS, (positions[0] + 1) * PIXELS), j * PIXELS));
+            batches.push(
+              run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, resolution, view, n: part.length, pixels }).then((f) => {
+                if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);
+                feats.set(f, b * dim);
+                sink.tick(part.length);
+              }),
+            );
+          }
+          await Promise.all(batches);
+          const chunkKeys = Buffer.concat(chunk.map((positions) => keys.subarray(positions[0] * KEY_BYTES, (positions[0] + 1) * KEY_BYTES)));
+          chunk.forEach((positions, j) => {
+            const row = feats.subarray(j * dim, (j + 1) * dim);
+            for (const p of positions) out.set(row, p * dim);
+          });
+          if (useCache) {
+            const name = crypto.createHash('md5').update(chunkKeys).digest('hex') + '.feat';
+            writeFileAtomic(path.join(folder, name), encodeChunk(settings, chunkKeys, feats));
+          }
+        }),
+      );
+    } catch (err) {
+      if (nWorkers > 0) pool?.cancelQueued(err as Error);
+      sink.done('failed');
+      throw err;
+    }
+    sink.done(`${computed} computed, ${cached} from cache`);
+  }
+  return { data: out, n, dim, stats: { cached, computed, seconds: (Date.now() - t0) / 1000, workers: nWorkers } };
+}
