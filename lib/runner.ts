@@ -212,11 +212,18 @@ export async function runNotebook(file: string, opts: RunNotebookOptions = {}): 
       let reply: any;
       try {
         const run = kernel.execute(joinText(cell.source), { timeoutMs, onIopub: (m) => collector.apply(outputs, m) });
+        // One abort listener per cell, removed when the cell ends (otherwise they pile up over a long notebook).
+        let onAbort = () => {};
         const aborted = new Promise<never>((_, reject) => {
-          if (opts.signal?.aborted) reject(new Error('interrupted'));
-          opts.signal?.addEventListener('abort', () => reject(new Error('interrupted')), { once: true });
+          onAbort = () => reject(new Error('interrupted'));
+          if (opts.signal?.aborted) onAbort();
+          opts.signal?.addEventListener('abort', onAbort, { once: true });
         });
-        reply = await Promise.race([run, aborted]);
+        try {
+          reply = await Promise.race([run, aborted]);
+        } finally {
+          opts.signal?.removeEventListener('abort', onAbort);
+        }
       } catch (err) {
         if (err instanceof KernelTimeoutError) {
           const msg = `cell did not finish within ${timeoutMs / 1000} s (--timeout)`;

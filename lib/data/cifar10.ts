@@ -262,3 +262,12 @@ export function classCounts(set: ImageSet): number[] {
   for (let i = 0; i < set.n; i++) counts[set.labels[i]]++;
   return counts;
 }
+
+/** Positions of the first `k` images of each class, class by class (for sample grids). */
+export function firstPerClass(set: ImageSet, k: number): number[] {
+  const byClass: number[][] = Array.from({ length: NUM_CLASSES }, () => []);
+  for (let i = 0; i < set.n && byClass.some((c) => c.length < k); i++) {
+    if (byClass[set.labels[i]].length < k) byClass[set.labels[i]].push(i);
+  }
+  return byClass.flat();
+}

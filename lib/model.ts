@@ -1,0 +1,248 @@
+// The classifier: the seed's head on cached backbone features, and the assembled end-to-end inference model
+// (32x32 pixels -> resize/normalise -> frozen backbone(s) -> head) saved in tfjs layers format with metadata.
+import * as tf from '@tensorflow/tfjs';
+import * as fs from 'fs';
+import * as path from 'path';
+import { execFileSync } from 'child_process';
+import { writeFileAtomic, writeJsonAtomic } from './atomic';
+import { BackboneName, BACKBONES, loadBackbone, readModelJson, readWeights } from './backbones';
+import { PROJECT_ROOT } from './paths';
+import { ResizeNormalize } from './preprocess';
+
+export const NUM_CLASSES = 10;
+
+export interface HeadConfig {
+  /** Feature size D (sum over concatenated backbones). */
+  inputDim: number;
+  /** Width of the hidden ReLU layer. */
+  units: number;
+  /** Dropout after BatchNormalization (on the features). */
+  dropout: number;
+  /** Dropout after the hidden layer (default: same as `dropout`). */
+  dropout2?: number;
+  numClasses?: number;
+  /** Seeds the Glorot initialisers so a run is reproducible. */
+  seed?: number;
+}
+
+/** Keras' BatchNormalization defaults (tfjs uses the same): the trainer must match them exactly. */
+export const BN_EPSILON = 1e-3;
+export const BN_MOMENTUM = 0.99;
+
+/** Layer names are fixed: the trainer and the assembled model address head weights by position in this order. */
+export const HEAD_LAYER_NAMES = ['head_bn', 'head_dropout1', 'head_dense', 'head_dropout2', 'head_out'] as const;
+
+/** The head's layers, not yet connected: BN -> Dropout -> Dense(ReLU) -> Dropout -> Dense(softmax). */
+export function headLayers(cfg: HeadConfig): tf.layers.Layer[] {
+  const seed = cfg.seed ?? 1;
+  return [
+    tf.layers.batchNormalization({ name: HEAD_LAYER_NAMES[0], epsilon: BN_EPSILON, momentum: BN_MOMENTUM }),
+    tf.layers.dropout({ name: HEAD_LAYER_NAMES[1], rate: cfg.dropout }),
+    tf.layers.dense({
+      name: HEAD_LAYER_NAMES[2],
+      units: cfg.units,
+      activation: 'relu',
+      kernelInitializer: tf.initializers.glorotUniform({ seed }),
+    }),
+    tf.layers.dropout({ name: HEAD_LAYER_NAMES[3], rate: cfg.dropout2 ?? cfg.dropout }),
+    tf.layers.dense({
+      name: HEAD_LAYER_NAMES[4],
+      units: cfg.numClasses ?? NUM_CLASSES,
+      activation: 'softmax',
+      kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }),
+    }),
+  ];
+}
+
+function applyLayers(layers: tf.layers.Layer[], x: tf.SymbolicTensor): tf.SymbolicTensor {
+  for (const l of layers) x = l.apply(x) as tf.SymbolicTensor;
+  return x;
+}
+
+/** The head as its own model on features [N, D] -> class probabilities [N, 10]. */
+export function buildHead(cfg: HeadConfig): tf.LayersModel {
+  const input = tf.input({ shape: [cfg.inputDim], name: 'features' });
+  return tf.model({ inputs: input, outputs: applyLayers(headLayers(cfg), input), name: 'head' });
+}
+
+/**
+ * Head weights in layer order: BN gamma, beta, moving mean, moving variance, hidden kernel, bias, output kernel,
+ * bias. (model.getWeights() lists trainable weights first, so it is not this order.) Works on the head model and on
+ * the assembled model alike.
+ */
+export function headWeights(model: tf.LayersModel): tf.Tensor[] {
+  return [HEAD_LAYER_NAMES[0], HEAD_LAYER_NAMES[2], HEAD_LAYER_NAMES[4]].flatMap((n) => model.getLayer(n).getWeights());
+}
+
+/** Inverse of headWeights. */
+export function setHeadWeights(model: tf.LayersModel, ws: tf.Tensor[]): void {
+  if (ws.length !== 8) throw new Error(`setHeadWeights: expected 8 tensors (BN x4, dense x2, out x2), got ${ws.length}`);
+  model.getLayer(HEAD_LAYER_NAMES[0]).setWeights(ws.slice(0, 4));
+  model.getLayer(HEAD_LAYER_NAMES[2]).setWeights(ws.slice(4, 6));
+  model.getLayer(HEAD_LAYER_NAMES[4]).setWeights(ws.slice(6, 8));
+}
+
+/** Read the head's hyper-parameters back from a built head model (for assembling and metadata). */
+export function headConfigOf(head: tf.LayersModel): HeadConfig {
+  const bn = head.getLayer(HEAD_LAYER_NAMES[0]);
+  const d1 = head.getLayer(HEAD_LAYER_NAMES[1]).getConfig();
+  const dense = head.getLayer(HEAD_LAYER_NAMES[2]).getConfig();
+  const d2 = head.getLayer(HEAD_LAYER_NAMES[3]).getConfig();
+  const out = head.getLayer(HEAD_LAYER_NAMES[4]).getConfig();
+  const inShape = bn.batchInputShape ?? (head.inputs[0].shape as number[]);
+  return {
+    inputDim: inShape[inShape.length - 1] as number,
+    units: dense.units as number,
+    dropout: d1.rate as number,
+    dropout2: d2.rate as number,
+    numClasses: out.units as number,
+  };
+}
+
+export interface AssembleOptions {
+  backbones: BackboneName[];
+  resolution: number;
+  /** A trained head (from the trainer); its weights are copied into the assembled model. */
+  head: tf.LayersModel;
+  /** Where backbone weights live (default: BACKBONES_DIR / data/models, see lib/backbones). */
+  backbonesDir?: string;
+  /** Already-loaded backbones (same order as `backbones`), to avoid loading twice. */
+  loaded?: tf.LayersModel[];
+}
+
+/**
+ * One LayersModel: uint8-valued float pixels [N, 32, 32, 3] -> ResizeNormalize -> frozen backbone(s) (features
+ * concatenated in `backbones` order, as the trainer concatenates cached features) -> head (softmax [N, 10]).
+ * Backbones are nested as layers (each a functional model), so it saves and loads as one tfjs model.
+ */
+export async function assembleModel(opts: AssembleOptions): Promise<tf.LayersModel> {
+  if (opts.backbones.length === 0) throw new Error('assembleModel: at least one backbone is required');
+  const cfg = headConfigOf(opts.head);
+  const dims = opts.backbones.map((b) => BACKBONES[b].featureSize);
+  const total = dims.reduce((a, b) => a + b, 0);
+  if (total !== cfg.inputDim) {
+    throw new Error(`assembleModel: backbones ${opts.backbones.join('+')} give ${total} features but the head expects ${cfg.inputDim}`);
+  }
+  const models = opts.loaded ?? (await Promise.all(opts.backbones.map((b) => loadBackbone(b, { dir: opts.backbonesDir }))));
+  const input = tf.input({ shape: [32, 32, 3], name: 'pixels' });
+  const x = new ResizeNormalize({ size: opts.resolution, name: 'resize_normalize' }).apply(input) as tf.SymbolicTensor;
+  const feats = models.map((m) => {
+    // Per layer too: a nested model's own flag is not serialised, its layers' flags are (the reload stays frozen).
+    for (const l of m.layers) l.trainable = false;
+    m.trainable = false;
+    return m.apply(x) as tf.SymbolicTensor;
+  });
+  const f = feats.length === 1 ? feats[0] : (tf.layers.concatenate({ name: 'features_concat', axis: -1 }).apply(feats) as tf.SymbolicTensor);
+  const layers = headLayers(cfg);
+  const out = applyLayers(layers, f);
+  const model = tf.model({ inputs: input, outputs: out, name: 'cifar10_classifier' });
+  setHeadWeights(model, headWeights(opts.head));
+  return model;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Saving and loading through a file IOHandler: the wasm backend has no file:// scheme.
+
+export const MODEL_DIR = path.join(PROJECT_ROOT, 'models', 'cifar10');
+export const METADATA_FILE = 'metadata.json';
+const WEIGHTS_FILE = 'weights.bin';
+
+export interface ModelMetadata {
+  backbones: BackboneName[];
+  resolution: number;
+  classNames: string[];
+  head: HeadConfig;
+  /** Accuracy per labelled split, e.g. { validation: 0.91, 'test 0-999 (exact)': 0.915 }. */
+  metrics: Record<string, number>;
+  date: string;
+  gitCommit: string | null;
+  /** The experiment-log run that produced the head. */
+  runId?: string;
+  [extra: string]: unknown;
+}
+
+/** Current git commit, with "+dirty" when the tree has changes; null outside a repo or before the first commit. */
+export function gitCommit(cwd: string = PROJECT_ROOT): string | null {
+  try {
+    const head = execFileSync('git', ['rev-parse', 'HEAD'], { cwd, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    return dirty ? `${head}+dirty` : head;
+  } catch {
+    return null;
+  }
+}
+
+/** An IOHandler writing model.json + one weights.bin into `dir` (each file atomically). */
+export function fileSaveHandler(dir: string): tf.io.IOHandler {
+  return {
+    save: async (a: tf.io.ModelArtifacts): Promise<tf.io.SaveResult> => {
+      if (a.modelTopology instanceof ArrayBuffer) throw new Error('fileSaveHandler: binary topologies are not supported');
+      const data = a.weightData === undefined ? new ArrayBuffer(0) : tf.io.concatenateArrayBuffers(
+        Array.isArray(a.weightData) ? a.weightData : [a.weightData],
+      );
+      writeFileAtomic(path.join(dir, WEIGHTS_FILE), new Uint8Array(data));
+      const json = {
+        modelTopology: a.modelTopology,
+        format: a.format ?? 'layers-model',
+        generatedBy: a.generatedBy,
+        convertedBy: a.convertedBy ?? null,
+        weightsManifest: [{ paths: [WEIGHTS_FILE], weights: a.weightSpecs ?? [] }],
+      };
+      writeJsonAtomic(path.join(dir, 'model.json'), json);
+      return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a) };
+    },
+  };
+}
+
+/** An IOHandler reading a layers model from `dir`; shards are checked (present, right size) before tfjs sees them. */
+export function fileLoadHandler(dir: string): tf.io.IOHandler {
+  return {
+    load: async (): Promise<tf.io.ModelArtifacts> => {
+      const json = readModelJson(dir);
+      const { specs, data } = readWeights(dir, json);
+      return { modelTopology: json.modelTopology, weightSpecs: specs, weightData: data, format: json.format };
+    },
+  };
+}
+
+/** Save model + metadata JSON to `dir` (default models/cifar10). */
+export async function saveModel(model: tf.LayersModel, meta: ModelMetadata, dir: string = MODEL_DIR): Promise<string> {
+  await model.save(fileSaveHandler(dir));
+  writeJsonAtomic(path.join(dir, METADATA_FILE), meta);
+  return dir;
+}
+
+/** Load a saved classifier and its metadata; needs only this lib (ResizeNormalize is registered by the import). */
+export async function loadModel(dir: string = MODEL_DIR): Promise<{ model: tf.LayersModel; metadata: ModelMetadata }> {
+  const metaFile = path.join(dir, METADATA_FILE);
+  if (!fs.existsSync(path.join(dir, 'model.json'))) {
+    throw new Error(`no saved model in ${dir} (model.json missing): run \`npm start\` first to train and save one`);
+  }
+  let metadata: ModelMetadata;
+  try {
+    metadata = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+  } catch (err) {
+    throw new Error(`${metaFile}: unreadable model metadata (${(err as Error).message.split('\n')[0]})`);
+  }
+  const model = await tf.loadLayersModel(fileLoadHandler(dir));
+  return { model, metadata };
+}
+
+/**
+ * Class probabilities for uint8 NHWC 32x32 pixels, in batches (keeps memory flat on large sets).
+ * Returns a flat Float32Array [n * numClasses].
+ */
+export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: number, batchSize = 256): Float32Array {
+  const k = (model.outputs[0].shape[1] as number) ?? NUM_CLASSES;
+  const out = new Float32Array(n * k);
+  for (let s = 0; s < n; s += batchSize) {
+    const m = Math.min(batchSize, n - s);
+    const p = tf.tidy(() => {
+      const x = tf.tensor4d(Float32Array.from(pixels.subarray(s * 3072, (s + m) * 3072)), [m, 32, 32, 3]);
+      return model.predict(x, { batchSize: m }) as tf.Tensor; // one pass: predict's own batching slices per 32
+    });
+    out.set(p.dataSync() as Float32Array, s * k);
+    p.dispose();
+  }
+  return out;
+}

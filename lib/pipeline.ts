@@ -1,0 +1,313 @@
+// The steps `npm start` and the notebooks share: the labelled splits, (concatenated, multi-view) features for a
+// split, and the slow end-to-end mode (pixel-space augmentation through the frozen backbone every epoch).
+import * as tf from '@tensorflow/tfjs';
+import { AUG_VIEW_OPTIONS, AugmentOptions, randomAugment } from './augment';
+import { BackboneName, BACKBONES, backboneSpec } from './backbones';
+import { Cifar10, EXACT_TEST_RANGE, ImageSet, splitTrainVal, testRange } from './data/cifar10';
+import { evaluate, Evaluation, predictFeatures, predictTTA, SPLIT_LABELS } from './evaluate';
+import { extractFeatures } from './features';
+import { assembleModel, buildHead, gitCommit, headConfigOf, headWeights, loadModel, MODEL_DIR, ModelMetadata, predictPixels, saveModel, setHeadWeights } from './model';
+import { ProgressSink } from './progress';
+import { concatFeatures, LabeledFeatures, TrainConfig, TrainOptions, trainHead, TrainResult } from './train';
+
+export interface Splits {
+  classNames: string[];
+  /** Training images minus the validation split. */
+  train: ImageSet;
+  /** Held out of the TRAINING set (stratified, seeded): model selection never sees test images. */
+  val: ImageSet;
+  /** Test images 0-999: exact in the shared copy — the headline test figure. */
+  testExact: ImageSet;
+  /** The whole test set (images 1000-9999 JPEG-rebuilt in the shared copy), or its first `testLimit` images. */
+  testFull: ImageSet;
+}
+
+export interface SplitLimits {
+  /** Stratified caps for smoke runs (0/undefined = all). */
+  trainLimit?: number;
+  valLimit?: number;
+  /** First N test images (0/undefined = all 10,000). */
+  testLimit?: number;
+  valSize?: number;
+  seed?: number;
+}
+
+export function makeSplits(data: Cifar10, limits: SplitLimits = {}): Splits {
+  const { train, val } = splitTrainVal(data.train, {
+    valSize: limits.valSize,
+    seed: limits.seed,
+    trainLimit: limits.trainLimit,
+    valLimit: limits.valLimit,
+  });
+  const nTest = limits.testLimit ? Math.min(limits.testLimit, data.test.n) : data.test.n;
+  const testFull = nTest === data.test.n ? data.test : testRange(data.test, 0, nTest);
+  const testExact = testRange(data.test, EXACT_TEST_RANGE[0], Math.min(EXACT_TEST_RANGE[1], nTest));
+  return { classNames: data.classNames, train, val, testExact, testFull };
+}
+
+export interface FeatureOptions {
+  backbones: BackboneName[];
+  resolution: number;
+  workers?: number;
+  backbonesDir?: string;
+  cacheDir?: string;
+  cache?: boolean;
+  progress?: boolean | ProgressSink;
+}
+
+/** Features of `set` for each view, each view the column-wise concatenation of the backbones' features. */
+export async function featuresFor(set: ImageSet, views: string[], opts: FeatureOptions): Promise<LabeledFeatures> {
+  if (!opts.backbones.length) throw new Error('featuresFor: at least one backbone is required');
+  const out: Float32Array[] = [];
+  let dim = 0;
+  for (const view of views) {
+    const parts = [];
+    for (const backbone of opts.backbones) {
+      parts.push(
+        await extractFeatures(set, {
+          backbone,
+          resolution: opts.resolution,
+          view,
+          workers: opts.workers,
+          backbonesDir: opts.backbonesDir,
+          cacheDir: opts.cacheDir,
+          cache: opts.cache,
+          progress: opts.progress,
+        }),
+      );
+    }
+    const f = concatFeatures(parts);
+    out.push(f.data);
+    dim = f.dim;
+  }
+  return { views: out, labels: set.labels, n: set.n, dim };
+}
+
+export interface EndToEndOptions extends FeatureOptions {
+  /** The seed's augmentations, applied in pixel space every epoch (seed = base seed + epoch). */
+  augment: Omit<AugmentOptions, 'seed' | 'seeds'>;
+  seed?: number;
+}
+
+/**
+ * The seed's regime: every epoch augments the training images in pixel space and runs them through the frozen
+ * backbone(s) again (no cache), then trains the head one epoch on those features. Slow by design — it exists to
+ * compare against training on cached views (accuracy and time) on a small subset.
+ */
+export async function trainEndToEnd(
+  train: ImageSet,
+  val: LabeledFeatures,
+  config: Partial<TrainConfig>,
+  opts: EndToEndOptions,
+  trainOpts: TrainOptions = {},
+): Promise<TrainResult & { extractSeconds: number }> {
+  let extractSeconds = 0;
+  const dim = val.dim;
+  const placeholder: LabeledFeatures = { views: [new Float32Array(train.n * dim)], labels: train.labels, n: train.n, dim };
+  const res = await trainHead(placeholder, val, config, {
+    ...trainOpts,
+    label: trainOpts.label ?? 'end-to-end',
+    run: { kind: 'end-to-end', ...trainOpts.run, data: { augment: opts.augment, backbones: opts.backbones, resolution: opts.resolution, ...trainOpts.run?.data } },
+    epochData: async (epoch) => {
+      const t0 = Date.now();
+      const images = randomAugment(train.images, train.n, { ...opts.augment, seed: (opts.seed ?? 1) * 1000 + epoch });
+      const f = await featuresFor({ ...train, images }, ['plain'], { ...opts, cache: false, progress: false });
+      extractSeconds += (Date.now() - t0) / 1000;
+      return f;
+    },
+  });
+  return { ...res, extractSeconds };
+}
+
+
+// ---------------------------------------------------------------------------------------------------------------
+// The experiment itself, step by step. `npm start` and notebooks 02-06 share these defaults and steps, so the
+// notebooks run with full parameters reproduce the `npm start` model.
+
+/** Defaults of the experiment (flat, so notebooks can pass them to params() and override any by NB_* env vars). */
+export const EXPERIMENT = {
+  /** Stratified caps for smoke runs; 0 = everything. testLimit keeps test images 0..N-1. */
+  trainLimit: 0,
+  valLimit: 0,
+  testLimit: 0,
+  /** Comma list; features are concatenated in this order. */
+  backbones: 'mobilenet_v1_0.75,mobilenet_v2',
+  resolution: 160,
+  /** Cached training views sampled per epoch. */
+  views: 'plain,flip',
+  /** Test-time augmentation at evaluation: average of plain + flip predictions. */
+  tta: true,
+  /** Seed of the validation split (fixed, so every run holds out the same 5,000 images). */
+  splitSeed: 42,
+  /** Seed of head initialisation, sampling and dropout. */
+  seed: 1,
+  /** Epochs per run of the 4 x 2 learning-rate x dropout sweep (0 skips it). */
+  sweepEpochs: 8,
+  /** Epochs of the final training (early stopping restores the best). */
+  epochs: 30,
+};
+export type ExperimentParams = typeof EXPERIMENT;
+
+/** Validate a comma list of backbone names. */
+export function parseBackbones(list: string): BackboneName[] {
+  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!names.length) throw new Error(`backbones "${list}": expected a comma list of ${Object.keys(BACKBONES).join(', ')}`);
+  for (const b of names) backboneSpec(b); // throws a one-line error naming the unknown one
+  return names as BackboneName[];
+}
+
+/** The feature options every extraction of one experiment uses. */
+export function featureOptions(p: Pick<ExperimentParams, 'backbones' | 'resolution'> & { workers?: number }): FeatureOptions {
+  return { backbones: parseBackbones(p.backbones), resolution: p.resolution, workers: p.workers };
+}
+
+/** The splits of one experiment (validation carved from the training set with the fixed split seed). */
+export function experimentSplits(data: Cifar10, p: Pick<ExperimentParams, 'trainLimit' | 'valLimit' | 'testLimit' | 'splitSeed'>): Splits {
+  return makeSplits(data, { trainLimit: p.trainLimit, valLimit: p.valLimit, testLimit: p.testLimit, seed: p.splitSeed });
+}
+
+/** Views to extract for evaluation: plain, plus flip when TTA is on. */
+export const evalViews = (tta: boolean): string[] => (tta ? ['plain', 'flip'] : ['plain']);
+
+export interface SplitEvaluation {
+  label: string;
+  plain: Evaluation;
+  /** With test-time augmentation (plain + flip averaged), when the features have a flip view. */
+  tta?: Evaluation;
+}
+
+function rowsOf(probs: Float32Array, n: number, k: number): Float32Array {
+  return probs.subarray(0, n * k);
+}
+
+/**
+ * The head on every labelled split: validation, test 0-999 (exact) and the full test set (partly JPEG-rebuilt),
+ * each plain and, when the features carry a flip view, with TTA. `test` must be the features of splits.testFull,
+ * whose first rows are the exact test images.
+ */
+export function evaluateHead(head: tf.LayersModel, val: LabeledFeatures, test: LabeledFeatures, splits: Splits): SplitEvaluation[] {
+  const k = splits.classNames.length;
+  const one = (label: string, f: LabeledFeatures, set: ImageSet, rows: number): SplitEvaluation => {
+    const opts = { split: label, classNames: splits.classNames, indices: set.indices };
+    const plain = rowsOf(predictFeatures(head, f.views[0], f.n, f.dim), rows, k);
+    const tta = f.views.length > 1 ? rowsOf(predictTTA(head, f.views, f.n, f.dim), rows, k) : undefined;
+    return {
+      label,
+      plain: evaluate(plain, set.labels, opts),
+      tta: tta && evaluate(tta, set.labels, { ...opts, split: `${label} + TTA` }),
+    };
+  };
+  const evals = [
+    one(SPLIT_LABELS.validation, val, splits.val, splits.val.n),
+    one(SPLIT_LABELS.exactTest, test, splits.testExact, splits.testExact.n),
+  ];
+  // Beyond the exact images only when the test set reaches past them (a smoke run may stop at image 999).
+  if (splits.testFull.n > splits.testExact.n) {
+    const n = splits.testFull.n;
+    const full = n === 10000 ? SPLIT_LABELS.fullTest : `test 0-${n - 1} (images ${EXACT_TEST_RANGE[1]}-${n - 1} JPEG-rebuilt)`;
+    evals.push(one(full, test, splits.testFull, n));
+  }
+  return evals;
+}
+
+/** The headline accuracy of a split: with TTA when measured, else plain. */
+export const headline = (e: SplitEvaluation): number => (e.tta ?? e.plain).accuracy;
+
+/** Accuracies keyed by split label (plain, and "+ TTA"), for metadata and the run log. */
+export function metricsOf(evals: SplitEvaluation[]): Record<string, number> {
+  const m: Record<string, number> = {};
+  for (const e of evals) {
+    m[e.label] = e.plain.accuracy;
+    if (e.tta) m[`${e.label} + TTA`] = e.tta.accuracy;
+  }
+  return m;
+}
+
+/**
+ * Assemble pixels -> resize -> frozen backbone(s) -> head, check it agrees with head(cached features) on a few
+ * exact test images, and save it with its metadata (default models/cifar10/). Returns where, and the agreement.
+ */
+export async function saveClassifier(opts: {
+  head: tf.LayersModel;
+  params: Pick<ExperimentParams, 'backbones' | 'resolution' | 'views' | 'tta'>;
+  splits: Splits;
+  test: LabeledFeatures;
+  evals: SplitEvaluation[];
+  training: Record<string, unknown>;
+  runId?: string;
+  dir?: string;
+}): Promise<{ dir: string; maxDiff: number }> {
+  const backbones = parseBackbones(opts.params.backbones);
+  const model = await assembleModel({ backbones, resolution: opts.params.resolution, head: opts.head });
+  try {
+    const k = Math.min(16, opts.splits.testExact.n);
+    const viaModel = predictPixels(model, opts.splits.testExact.images.subarray(0, k * 3072), k);
+    const viaHead = predictFeatures(opts.head, opts.test.views[0].subarray(0, k * opts.test.dim), k, opts.test.dim);
+    let maxDiff = 0;
+    for (let i = 0; i < viaModel.length; i++) maxDiff = Math.max(maxDiff, Math.abs(viaModel[i] - viaHead[i]));
+    const dir = await saveModel(
+      model,
+      {
+        backbones,
+        resolution: opts.params.resolution,
+        classNames: opts.splits.classNames,
+        head: headConfigOf(opts.head),
+        metrics: metricsOf(opts.evals),
+        date: new Date().toISOString(),
+        gitCommit: gitCommit(),
+        runId: opts.runId,
+        training: { ...opts.training, trainViews: opts.params.views.split(','), tta: opts.params.tta },
+        note: 'Accuracies marked "+ TTA" average plain and flipped predictions; the saved model predicts the plain view.',
+      },
+      opts.dir ?? MODEL_DIR,
+    );
+    return { dir, maxDiff };
+  } finally {
+    model.dispose();
+  }
+}
+
+/** The saved classifier, its metadata, and its head as a separate model (to evaluate on cached features). */
+export async function loadClassifier(dir?: string): Promise<{ model: tf.LayersModel; metadata: ModelMetadata; head: tf.LayersModel }> {
+  const { model, metadata } = await loadModel(dir);
+  const head = buildHead(metadata.head);
+  setHeadWeights(head, headWeights(model));
+  return { model, metadata, head };
+}
+
+export interface RegimeComparison {
+  images: number;
+  epochs: number;
+  rows: { regime: string; valAccuracy: number; seconds: number }[];
+}
+
+/**
+ * The two augmentation regimes on the same small subset and the same head settings: training on cached views
+ * (features computed once; the time includes computing them when the cache is cold) versus the seed's end-to-end
+ * regime (fresh pixel-space augmentation through the frozen backbones every epoch). Accuracy and wall time.
+ */
+export async function compareRegimes(
+  data: Cifar10,
+  p: Pick<ExperimentParams, 'backbones' | 'resolution' | 'views' | 'splitSeed' | 'seed'>,
+  opts: { images: number; valImages?: number; epochs: number; config?: Partial<TrainConfig> },
+): Promise<RegimeComparison> {
+  const small = makeSplits(data, { trainLimit: opts.images, valLimit: opts.valImages ?? 1000, seed: p.splitSeed });
+  const fo = featureOptions(p);
+  const cfg: Partial<TrainConfig> = { ...opts.config, epochs: opts.epochs, patience: 0, seed: p.seed };
+  const val = await featuresFor(small.val, ['plain'], fo);
+  const t0 = Date.now();
+  const train = await featuresFor(small.train, p.views.split(','), fo);
+  const cached = await trainHead(train, val, cfg, { label: 'cached views', run: { kind: 'train', slug: 'compare-cached', data: { compare: 'cached' } } });
+  const cachedSeconds = (Date.now() - t0) / 1000;
+  const e2e = await trainEndToEnd(small.train, val, cfg, { ...fo, augment: AUG_VIEW_OPTIONS, seed: p.seed }, { run: { slug: 'compare-e2e' } });
+  cached.head.dispose();
+  e2e.head.dispose();
+  return {
+    images: small.train.n,
+    epochs: opts.epochs,
+    rows: [
+      { regime: `cached views (${p.views})`, valAccuracy: cached.bestValAcc, seconds: cachedSeconds },
+      { regime: 'end-to-end (augment + backbones every epoch)', valAccuracy: e2e.bestValAcc, seconds: e2e.seconds },
+    ],
+  };
+}
