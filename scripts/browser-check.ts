@@ -16,6 +16,11 @@ import { buildReport } from '../lib/report';
 
 const OUT = path.join(PROJECT_ROOT, 'out', 'browser-check');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+/** Project notebooks run in JupyterLab, with the outputs each must show (06 needs a saved model: run 05 or npm start first). */
+const PROJECT_NOTEBOOKS: [string, { plots: number; images: number }][] = [
+  ['notebooks/01-load.ipynb', { plots: 1, images: 1 }],
+  ['notebooks/06-evaluate.ipynb', { plots: 3, images: 2 }],
+];
 
 // typed loosely: playwright-core is an optional tool, not a project dependency (npm run typecheck must pass without it)
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -135,6 +140,38 @@ async function main(): Promise<void> {
     const rshot = path.join(OUT, 'report-plot.png');
     await rp.screenshot({ path: rshot, fullPage: true });
     console.log(`screenshot: ${path.relative(process.cwd(), rshot)}`);
+
+    // The project's own notebooks, run cell by cell in JupyterLab with the project kernel (smoke-size parameters
+    // come from the NB_* variables JupyterLab was started with).
+    for (const [nb, want] of PROJECT_NOTEBOOKS) {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
+      await page.goto(`http://127.0.0.1:${port}/lab/tree/${nb}?token=${token}`);
+      await page.waitForFunction(() => (globalThis as any).jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 90_000 });
+      await page.evaluate(() => (globalThis as any).jupyterapp.commands.execute('notebook:run-all-cells'));
+      // done when every code cell has an execution count and the kernel is idle again
+      await page.waitForFunction(() => {
+        const w = (globalThis as any).jupyterapp.shell.currentWidget;
+        const cells = [...w.content.widgets].filter((c: any) => c.model.type === 'code');
+        return cells.every((c: any) => c.model.executionCount) && w.sessionContext.session.kernel.status === 'idle';
+      }, null, { timeout: 600_000, polling: 1000 });
+      await page.waitForTimeout(1500);
+      const got = await page.evaluate(() => {
+        const doc = (globalThis as any).document;
+        return {
+          plots: doc.querySelectorAll('.jp-OutputArea .js-plotly-plot .main-svg').length,
+          images: doc.querySelectorAll('.jp-OutputArea .jp-RenderedImage img').length,
+          errors: [...doc.querySelectorAll('.jp-OutputArea-output')].map((e: any) => e.textContent ?? '').filter((t: string) => /^\s*\w*Error: /m.test(t)).length,
+        };
+      });
+      console.log(`JupyterLab ${nb}: ${got.plots} plots, ${got.images} images rendered, ${got.errors} error outputs`);
+      if (got.plots < want.plots || got.images < want.images || got.errors) {
+        problems.push(`${nb}: ${got.plots} plots / ${got.images} images / ${got.errors} errors, expected >= ${want.plots} plots, >= ${want.images} images, no errors`);
+      }
+      const nbShot = path.join(OUT, `${path.basename(nb, '.ipynb')}.png`);
+      await page.screenshot({ path: nbShot, fullPage: true });
+      console.log(`screenshot: ${path.relative(process.cwd(), nbShot)}`);
+      await page.close();
+    }
   } finally {
     await browser.close();
     process.kill(-lab.pid!, 'SIGTERM'); // jupyter shuts its kernels down on SIGTERM
