@@ -143,7 +143,8 @@ export async function assembleModel(opts: AssembleOptions): Promise<tf.LayersMod
 // ---------------------------------------------------------------------------------------------------------------
 // Saving and loading through a file IOHandler: the wasm backend has no file:// scheme.
 
-export const MODEL_DIR = path.join(PROJECT_ROOT, 'models', 'cifar10');
+/** Where the classifier is saved and loaded from: models/cifar10, or env MODEL_DIR. */
+export const MODEL_DIR = process.env.MODEL_DIR ? path.resolve(process.env.MODEL_DIR) : path.join(PROJECT_ROOT, 'models', 'cifar10');
 export const METADATA_FILE = 'metadata.json';
 const WEIGHTS_FILE = 'weights.bin';
 

@@ -19,6 +19,10 @@ const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 /** Project notebooks run in JupyterLab, with the outputs each must show (06 needs a saved model: run 05 or npm start first). */
 const PROJECT_NOTEBOOKS: [string, { plots: number; images: number }][] = [
   ['notebooks/01-load.ipynb', { plots: 1, images: 1 }],
+  ['notebooks/02-preprocess.ipynb', { plots: 1, images: 2 }],
+  ['notebooks/03-build.ipynb', { plots: 0, images: 0 }],
+  ['notebooks/04-augment.ipynb', { plots: 1, images: 2 }],
+  ['notebooks/05-train.ipynb', { plots: 4, images: 0 }],
   ['notebooks/06-evaluate.ipynb', { plots: 3, images: 2 }],
 ];
 
@@ -69,7 +73,7 @@ async function startLab(port: number, token: string): Promise<ChildProcess> {
   const lab = spawn(
     'jupyter',
     ['lab', '--no-browser', `--port=${port}`, '--ip=127.0.0.1', `--ServerApp.token=${token}`, `--ServerApp.root_dir=${PROJECT_ROOT}`, '--LabApp.expose_app_in_browser=True', '--allow-root'],
-    { env: { ...process.env, JUPYTER_PATH: path.join(PROJECT_ROOT, 'jupyter') }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    { env: { ...process.env, JUPYTER_PATH: path.join(PROJECT_ROOT, 'jupyter'), MODEL_DIR: path.join(OUT, 'model') /* 05 saves here, 06 loads: the project's model is untouched */ }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
   let log = '';
   lab.stderr!.on('data', (b) => (log += b));
@@ -143,26 +147,40 @@ async function main(): Promise<void> {
 
     // The project's own notebooks, run cell by cell in JupyterLab with the project kernel (smoke-size parameters
     // come from the NB_* variables JupyterLab was started with).
-    for (const [nb, want] of PROJECT_NOTEBOOKS) {
+    for (const [source, want] of PROJECT_NOTEBOOKS) {
+      // A copy, so JupyterLab's autosave never writes outputs into the project's notebooks.
+      const copy = path.join(OUT, 'notebooks', path.basename(source));
+      fs.mkdirSync(path.dirname(copy), { recursive: true });
+      fs.copyFileSync(path.join(PROJECT_ROOT, source), copy);
+      const nb = path.relative(PROJECT_ROOT, copy).split(path.sep).join('/');
       const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
-      await page.goto(`http://127.0.0.1:${port}/lab/tree/${nb}?token=${token}`);
+      // A fresh workspace per notebook (?reset): otherwise the restored layout keeps the previous notebook current.
+      await page.goto(`http://127.0.0.1:${port}/lab/workspaces/check-${path.basename(nb, ".ipynb")}/tree/${nb}?reset&token=${token}`);
       await page.waitForFunction(() => (globalThis as any).jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 90_000 });
       await page.evaluate(() => (globalThis as any).jupyterapp.commands.execute('notebook:run-all-cells'));
-      // done when every code cell has an execution count and the kernel is idle again
-      await page.waitForFunction(() => {
-        const w = (globalThis as any).jupyterapp.shell.currentWidget;
-        const cells = [...w.content.widgets].filter((c: any) => c.model.type === 'code');
-        return cells.every((c: any) => c.model.executionCount) && w.sessionContext.session.kernel.status === 'idle';
-      }, null, { timeout: 600_000, polling: 1000 });
+      // Done when the kernel is idle again and every code cell ran, or a cell failed (run-all stops there).
+      const finished = await page
+        .waitForFunction(() => {
+          const w = (globalThis as any).jupyterapp.shell.currentWidget;
+          const cells = [...w.content.widgets].filter((c: any) => c.model.type === 'code');
+          const failed = [...w.node.querySelectorAll('.jp-OutputArea-output')].some((e: any) => /^\s*\w*Error: /m.test(e.textContent ?? ''));
+          return w.sessionContext.session.kernel.status === 'idle' && (failed || cells.every((c: any) => c.model.executionCount));
+        }, null, { timeout: 600_000, polling: 1000 })
+        .then(() => true, () => false);
       await page.waitForTimeout(1500);
+      // Counted inside this notebook's panel only (other tabs stay in the DOM).
       const got = await page.evaluate(() => {
-        const doc = (globalThis as any).document;
+        const node = (globalThis as any).jupyterapp.shell.currentWidget.node;
+        const errors = [...node.querySelectorAll('.jp-OutputArea-output')].map((e: any) => e.textContent ?? '').filter((t: string) => /^\s*\w*Error: /m.test(t));
         return {
-          plots: doc.querySelectorAll('.jp-OutputArea .js-plotly-plot .main-svg').length,
-          images: doc.querySelectorAll('.jp-OutputArea .jp-RenderedImage img').length,
-          errors: [...doc.querySelectorAll('.jp-OutputArea-output')].map((e: any) => e.textContent ?? '').filter((t: string) => /^\s*\w*Error: /m.test(t)).length,
+          plots: node.querySelectorAll('.jp-OutputArea .js-plotly-plot').length,
+          images: node.querySelectorAll('.jp-OutputArea .jp-RenderedImage img').length,
+          errors: errors.length,
+          firstError: (errors[0] ?? '').split('\n').find((l: string) => /Error: /.test(l)) ?? '',
         };
       });
+      if (!finished) problems.push(`${nb}: did not finish within 600 s`);
+      if (got.firstError) problems.push(`${nb}: ${got.firstError.trim()}`);
       console.log(`JupyterLab ${nb}: ${got.plots} plots, ${got.images} images rendered, ${got.errors} error outputs`);
       if (got.plots < want.plots || got.images < want.images || got.errors) {
         problems.push(`${nb}: ${got.plots} plots / ${got.images} images / ${got.errors} errors, expected >= ${want.plots} plots, >= ${want.images} images, no errors`);
