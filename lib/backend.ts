@@ -1,12 +1,15 @@
 // Picks the fastest tfjs backend this machine can run, and says which in one line.
 //
-// Ladder: `tensorflow` (tfjs-node-gpu: libtensorflow, CUDA when a GPU is usable, its CPU build otherwise)
+// Ladder: `tensorflow` (the native addon `npm install` builds against the TensorFlow wheel's libtensorflow, see
+//         lib/native.ts: its CUDA build uses a GPU when one is visible, else TensorFlow's CPU kernels)
 //       > `wasm` (SIMD; the .wasm files ship inside the npm package, so it works offline)
 //       > `cpu` (pure JS, ~40x slower than wasm: only ever chosen with a loud warning).
-// `TFJS_BACKEND=tensorflow|wasm|cpu` overrides the ladder. A missing or broken tfjs-node-gpu
-// (not installed, libcudart not found, ABI mismatch...) never crashes anything: we log why and fall back.
+// `TFJS_BACKEND=tensorflow|wasm|cpu` overrides the ladder. A missing or broken native install
+// (not built, libcudart not found, ABI mismatch...) never crashes anything: we log why and fall back.
 import * as tf from '@tensorflow/tfjs';
+import * as os from 'os';
 import * as path from 'path';
+import { loadNative, NativeBackend } from './native';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 export const BACKENDS: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
@@ -25,8 +28,8 @@ export interface BackendOptions {
   /** Where the one-line summary and warnings go (default console.log / console.warn). */
   log?: (line: string) => void;
   warn?: (line: string) => void;
-  /** How to load tfjs-node-gpu; injectable so tests can simulate a missing or broken install. */
-  loadNodeGpu?: () => unknown;
+  /** How to load the native backend; injectable so tests can simulate a missing or broken install. */
+  loadNative?: () => unknown;
 }
 
 const CPU_WARNING =
@@ -46,10 +49,33 @@ function parsePreference(value: string | undefined): BackendName | 'auto' {
   throw new Error(`TFJS_BACKEND="${value}" is not a backend: expected one of auto, ${BACKENDS.join(', ')}`);
 }
 
+/** "libtensorflow 2.21.0, CPU, oneDNN, 2 threads": what TensorFlow runs on, with its load-time notices folded in. */
+function describeNative(native: NativeBackend | undefined): string {
+  const binding = (tf.backend() as any).binding;
+  const version = binding?.TF_Version ?? native?.manifest.tensorflow ?? '?';
+  const gpu = typeof binding?.isUsingGpuDevice === 'function' && binding.isUsingGpuDevice();
+  const noise = native?.noise ?? [];
+  const parts = [`libtensorflow ${version}`];
+  if (gpu) parts.push('GPU');
+  else {
+    parts.push('CPU');
+    const onednn = noise.some((l) => /oneDNN custom operations are on/.test(l)) ||
+      (noise.length === 0 && process.env.TF_ENABLE_ONEDNN_OPTS !== '0');
+    if (onednn) parts.push('oneDNN');
+    parts.push(`${os.cpus().length} threads`);
+    // A GPU build on a machine without one: say so once, in TensorFlow's own words.
+    if (native?.manifest.flavour === 'gpu') {
+      const why = noise.find((l) => /cuda|GPU will not be used|libcud/i.test(l));
+      parts.push(`GPU build, no GPU used${why ? `: ${why.replace(/^.*\] /, '').trim()}` : ''}`);
+    }
+  }
+  return parts.join(', ');
+}
+
 async function tryTensorflow(load: () => unknown): Promise<string> {
-  load(); // registers the 'tensorflow' backend as a side effect
-  if (!(await tf.setBackend('tensorflow'))) throw new Error('tfjs-node-gpu loaded but its backend failed to initialise');
-  return 'tensorflow (tfjs-node-gpu, libtensorflow; uses a CUDA GPU when one is visible)';
+  const native = load() as NativeBackend | undefined; // registers the 'tensorflow' backend as a side effect
+  if (!(await tf.setBackend('tensorflow'))) throw new Error('the native TensorFlow addon loaded but its backend failed to initialise');
+  return `tensorflow (${describeNative(native && (native as NativeBackend).manifest ? native : undefined)})`;
 }
 
 /** Directory holding tfjs-backend-wasm's .wasm binaries (shipped in the package). */
@@ -75,7 +101,7 @@ async function choose(opts: BackendOptions): Promise<BackendChoice> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const warn = opts.warn ?? ((l: string) => console.warn(l));
   const prefer = opts.prefer ?? parsePreference(process.env.TFJS_BACKEND);
-  const load = opts.loadNodeGpu ?? (() => require('@tensorflow/tfjs-node-gpu'));
+  const load = opts.loadNative ?? (() => loadNative());
   const attempts: Record<BackendName, () => Promise<string>> = {
     tensorflow: () => tryTensorflow(load),
     wasm: tryWasm,
@@ -88,7 +114,7 @@ async function choose(opts: BackendOptions): Promise<BackendChoice> {
       const detail = await attempts[name]();
       await tf.ready();
       const why = skipped.map((s) => `${s.name}: ${s.reason}`).join('; ');
-      const summary = `tfjs backend: ${detail}${prefer !== 'auto' ? ' [forced by TFJS_BACKEND]' : ''}${why ? ` — skipped ${why}` : ''}`;
+      const summary = `tfjs backend: ${detail}${prefer !== 'auto' ? ' [forced by TFJS_BACKEND]' : ''}${why ? ` — not used: ${why}` : ''}`;
       log(summary);
       if (name === 'cpu') warn(CPU_WARNING);
       return { name, summary, skipped };

@@ -1,10 +1,13 @@
 // One batch of pixels -> backbone features; used in-process and as the body of each feature-pool worker thread.
-// Each worker owns a wasm backend and the compiled backbones it has been asked for (loaded once, kept).
+// Each worker owns a wasm backend and the compiled backbones it has been asked for (loaded once, kept). On the
+// tensorflow backend the batch runs in-process through the backbone's frozen TF graph (lib/graph.ts) instead.
 import { isMainThread, parentPort, workerData } from 'worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { applyView } from './augment';
 import { BackboneName, backboneArtifacts, compileExtractor, FeatureExtractor } from './backbones';
 import { initBackend } from './backend';
+import { ensureSavedModel, FrozenGraph, loadFrozenGraph } from './graph';
+import { dataDir } from './paths';
 import { pixelsToTensor, preprocess } from './preprocess';
 
 export interface BatchTask {
@@ -31,9 +34,34 @@ export function getExtractor(backbone: BackboneName, backbonesDir?: string): Pro
   return p;
 }
 
+const graphs = new Map<string, Promise<FrozenGraph>>();
+
+/** The backbone (resize + normalise + folded net + pooling) as a frozen TF graph, written once per weights hash. */
+export function getFeatureGraph(backbone: BackboneName, resolution: number, backbonesDir?: string): Promise<FrozenGraph> {
+  const key = `${backbone}|${resolution}|${backbonesDir ?? ''}`;
+  let p = graphs.get(key);
+  if (!p) {
+    p = backboneArtifacts(backbone, { dir: backbonesDir }).then((a) =>
+      loadFrozenGraph(ensureSavedModel({ ...a, resizeTo: resolution }, dataDir('cache', 'graphs'), `${backbone}-r${resolution}`)),
+    );
+    p.catch(() => graphs.delete(key));
+    graphs.set(key, p);
+  }
+  return p;
+}
+
 export async function extractBatch(task: BatchTask): Promise<Float32Array> {
-  const extractor = await getExtractor(task.backbone, task.backbonesDir);
   const viewed = applyView(task.pixels, task.n, task.view);
+  if (tf.getBackend() === 'tensorflow') {
+    const graph = await getFeatureGraph(task.backbone, task.resolution, task.backbonesDir);
+    const out = tf.tidy(() => graph.predict(pixelsToTensor(viewed, task.n)));
+    try {
+      return (await out.data()) as Float32Array;
+    } finally {
+      out.dispose();
+    }
+  }
+  const extractor = await getExtractor(task.backbone, task.backbonesDir);
   const out = tf.tidy(() => extractor.predict(preprocess(pixelsToTensor(viewed, task.n), task.resolution)));
   try {
     const data = (await out.data()) as Float32Array;

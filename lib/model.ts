@@ -6,7 +6,8 @@ import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { writeFileAtomic, writeJsonAtomic } from './atomic';
 import { BackboneName, BACKBONES, loadBackbone, readModelJson, readWeights } from './backbones';
-import { PROJECT_ROOT } from './paths';
+import { ensureSavedModel, FrozenGraph, loadFrozenGraph } from './graph';
+import { dataDir, PROJECT_ROOT } from './paths';
 import { ResizeNormalize } from './preprocess';
 
 export const NUM_CLASSES = 10;
@@ -225,21 +226,40 @@ export async function loadModel(dir: string = MODEL_DIR): Promise<{ model: tf.La
   } catch (err) {
     throw new Error(`${metaFile}: unreadable model metadata (${(err as Error).message.split('\n')[0]})`);
   }
-  const model = await tf.loadLayersModel(fileLoadHandler(dir));
+  const artifacts = await fileLoadHandler(dir).load!();
+  const model = await tf.loadLayersModel(tf.io.fromMemory(artifacts));
+  if (tf.getBackend() === 'tensorflow') await attachFrozenGraph(model, artifacts);
   return { model, metadata };
+}
+
+/** Saved classifiers loaded on the tensorflow backend, with their frozen TF graph (see predictPixels). */
+const frozenGraphs = new WeakMap<tf.LayersModel, FrozenGraph>();
+
+/**
+ * Give `model` a frozen TF graph of itself (written once per content hash under data/cache/graphs): predictPixels
+ * then runs pixels -> probabilities in one TF session call, ~2x faster than op-by-op eager execution.
+ */
+export async function attachFrozenGraph(model: tf.LayersModel, a: tf.io.ModelArtifacts): Promise<void> {
+  const data = Array.isArray(a.weightData) ? tf.io.concatenateArrayBuffers(a.weightData) : a.weightData;
+  if (!a.modelTopology || !a.weightSpecs || !data) throw new Error('attachFrozenGraph: model artifacts without topology or weights');
+  const dir = ensureSavedModel({ topology: a.modelTopology, weightSpecs: a.weightSpecs, weightData: data }, dataDir('cache', 'graphs'), 'classifier');
+  frozenGraphs.set(model, await loadFrozenGraph(dir));
 }
 
 /**
  * Class probabilities for uint8 NHWC 32x32 pixels, in batches (keeps memory flat on large sets).
  * Returns a flat Float32Array [n * numClasses].
  */
-export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: number, batchSize = 256): Float32Array {
+export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: number, batchSize?: number): Float32Array {
   const k = (model.outputs[0].shape[1] as number) ?? NUM_CLASSES;
   const out = new Float32Array(n * k);
-  for (let s = 0; s < n; s += batchSize) {
-    const m = Math.min(batchSize, n - s);
+  const graph = frozenGraphs.get(model);
+  const step = batchSize ?? (graph ? 64 : 256);
+  for (let s = 0; s < n; s += step) {
+    const m = Math.min(step, n - s);
     const p = tf.tidy(() => {
       const x = tf.tensor4d(Float32Array.from(pixels.subarray(s * 3072, (s + m) * 3072)), [m, 32, 32, 3]);
+      if (graph) return graph.predict(x);
       return model.predict(x, { batchSize: m }) as tf.Tensor; // one pass: predict's own batching slices per 32
     });
     out.set(p.dataSync() as Float32Array, s * k);

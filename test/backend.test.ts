@@ -1,7 +1,10 @@
 import { test, describe } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
+import * as fs from 'fs';
+import * as path from 'path';
 import { initBackend } from '../lib/backend';
+import { nativeRoot } from '../lib/native';
 
 function capture() {
   const lines: string[] = [];
@@ -10,30 +13,30 @@ function capture() {
 }
 
 describe('backend ladder', () => {
-  test('falls back to wasm when tfjs-node-gpu is not installed, saying why in one line', async () => {
+  test('falls back to wasm when the native backend is not installed, saying why in one line', async () => {
     const out = capture();
     const choice = await initBackend({
       reset: true,
       prefer: 'auto',
       ...out,
-      loadNodeGpu: () => {
-        throw new Error("Cannot find module '@tensorflow/tfjs-node-gpu'\nRequire stack: ...");
+      loadNative: () => {
+        throw new Error('native TensorFlow not installed: python3 not found on PATH (install Python 3 with pip, then `npm run setup:native`)');
       },
     });
     assert.equal(choice.name, 'wasm');
     assert.equal(tf.getBackend(), 'wasm');
     assert.equal(out.lines.length, 1);
-    assert.match(out.lines[0], /^tfjs backend: wasm \(SIMD.*skipped tensorflow: Cannot find module '@tensorflow\/tfjs-node-gpu'$/);
+    assert.match(out.lines[0], /^tfjs backend: wasm \(SIMD.* — not used: tensorflow: native TensorFlow not installed: python3 not found on PATH \(install Python 3 with pip, then `npm run setup:native`\)$/);
     assert.deepEqual(out.warnings, []);
   });
 
-  test('a broken tfjs-node-gpu (libcudart missing) never crashes: it falls back', async () => {
+  test('a broken native install (libcudart missing) never crashes: it falls back', async () => {
     const out = capture();
     const choice = await initBackend({
       reset: true,
       prefer: 'auto',
       ...out,
-      loadNodeGpu: () => {
+      loadNative: () => {
         throw new Error('libcudart.so.11.0: cannot open shared object file: No such file or directory');
       },
     });
@@ -41,24 +44,22 @@ describe('backend ladder', () => {
     assert.deepEqual(choice.skipped, [{ name: 'tensorflow', reason: 'libcudart.so.11.0: cannot open shared object file: No such file or directory' }]);
   });
 
-  test('the real install: tfjs-node-gpu is used when it loads, otherwise skipped with a reason', async () => {
+  test('the real install: the native backend is used when npm install built it, otherwise skipped with a reason', async () => {
     const out = capture();
     const choice = await initBackend({ reset: true, prefer: 'auto', ...out });
-    let installed = true;
-    try {
-      require.resolve('@tensorflow/tfjs-node-gpu');
-    } catch {
-      installed = false;
-    }
-    if (installed) assert.ok(choice.name === 'tensorflow' || choice.skipped[0].name === 'tensorflow');
-    else {
+    const installed = fs.existsSync(path.join(nativeRoot(), 'current.json'));
+    if (installed) {
+      assert.equal(choice.name, 'tensorflow', choice.summary);
+      assert.match(out.lines[0], /^tfjs backend: tensorflow \(libtensorflow 2\.\d+\.\d+, (GPU|CPU, (oneDNN, )?\d+ threads)/);
+      assert.equal((tf.backend() as any).binding.TF_Version, '2.21.0');
+    } else {
       assert.equal(choice.name, 'wasm');
-      assert.match(choice.skipped[0].reason, /Cannot find module '@tensorflow\/tfjs-node-gpu'/);
+      assert.match(choice.skipped[0].reason, /^native TensorFlow (not installed|skipped)/);
     }
   });
 
   test('tensorflow wins when it registers (top of the ladder)', async () => {
-    // Stand-in for tfjs-node-gpu: registering a backend named 'tensorflow' is all its import does.
+    // Stand-in for the native addon: registering a backend named 'tensorflow' is all its import does.
     const { MathBackendCPU } = require('@tensorflow/tfjs-backend-cpu');
     const out = capture();
     try {
@@ -66,10 +67,10 @@ describe('backend ladder', () => {
         reset: true,
         prefer: 'auto',
         ...out,
-        loadNodeGpu: () => tf.registerBackend('tensorflow', () => new MathBackendCPU(), 0),
+        loadNative: () => tf.registerBackend('tensorflow', () => new MathBackendCPU(), 0),
       });
       assert.equal(choice.name, 'tensorflow');
-      assert.match(out.lines[0], /^tfjs backend: tensorflow \(tfjs-node-gpu/);
+      assert.match(out.lines[0], /^tfjs backend: tensorflow \(libtensorflow /);
     } finally {
       tf.removeBackend('tensorflow');
     }
@@ -103,7 +104,7 @@ describe('backend ladder', () => {
 
   test('a forced tensorflow backend that cannot load is an error, not a silent fallback', async () => {
     await assert.rejects(
-      initBackend({ reset: true, prefer: 'tensorflow', ...capture(), loadNodeGpu: () => { throw new Error('no libtensorflow'); } }),
+      initBackend({ reset: true, prefer: 'tensorflow', ...capture(), loadNative: () => { throw new Error('no libtensorflow'); } }),
       /no tfjs backend could start: tensorflow: no libtensorflow/,
     );
   });

@@ -1,4 +1,4 @@
-// A tiny stand-in for mobilenet_v1_0.75 (same layer names where the loader looks, 768 features, real BN layers
+// A tiny, deterministic (seeded) stand-in for mobilenet_v1_0.75 (same layer names where the loader looks, 768 features, real BN layers
 // with non-trivial statistics), written to a temp folder in tfjs layers format: loader, folding, errors and the
 // feature engine can be tested without the real weights.
 import * as fs from 'fs';
@@ -12,18 +12,18 @@ export async function writeFakeBackbone(root?: string): Promise<string> {
   root = root ?? fs.mkdtempSync(path.join(os.tmpdir(), 'fake-backbones-'));
   const r = rng(7);
   const input = tf.input({ shape: [null, null, 3] as any, name: 'input_1' });
-  let x = tf.layers.conv2d({ filters: 16, kernelSize: 3, strides: 2, padding: 'same', useBias: false, name: 'conv1' }).apply(input) as tf.SymbolicTensor;
+  let x = tf.layers.conv2d({ filters: 16, kernelSize: 3, strides: 2, padding: 'same', useBias: false, name: 'conv1', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }).apply(input) as tf.SymbolicTensor;
   x = tf.layers.batchNormalization({ name: 'conv1_bn', epsilon: 0.001 }).apply(x) as tf.SymbolicTensor;
   x = tf.layers.activation({ activation: 'relu6', name: 'conv1_relu' }).apply(x) as tf.SymbolicTensor;
-  x = tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', useBias: false, name: 'conv_dw_1' }).apply(x) as tf.SymbolicTensor;
+  x = tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', useBias: false, name: 'conv_dw_1', depthwiseInitializer: tf.initializers.glorotUniform({ seed: 2 }) }).apply(x) as tf.SymbolicTensor;
   x = tf.layers.batchNormalization({ name: 'conv_dw_1_bn', epsilon: 0.001 }).apply(x) as tf.SymbolicTensor;
   x = tf.layers.activation({ activation: 'relu6', name: 'conv_dw_1_relu' }).apply(x) as tf.SymbolicTensor;
-  x = tf.layers.conv2d({ filters: 768, kernelSize: 1, useBias: false, name: 'conv_pw_13' }).apply(x) as tf.SymbolicTensor;
+  x = tf.layers.conv2d({ filters: 768, kernelSize: 1, useBias: false, name: 'conv_pw_13', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }).apply(x) as tf.SymbolicTensor;
   x = tf.layers.batchNormalization({ name: 'conv_pw_13_bn', epsilon: 0.001 }).apply(x) as tf.SymbolicTensor;
   x = tf.layers.activation({ activation: 'relu6', name: 'conv_pw_13_relu' }).apply(x) as tf.SymbolicTensor;
   // A classifier top the loader must cut off.
   let top = tf.layers.globalAveragePooling2d({ name: 'global_average_pooling2d_1' }).apply(x) as tf.SymbolicTensor;
-  top = tf.layers.dense({ units: 10, activation: 'softmax', name: 'preds' }).apply(top) as tf.SymbolicTensor;
+  top = tf.layers.dense({ units: 10, activation: 'softmax', name: 'preds', kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }).apply(top) as tf.SymbolicTensor;
   const model = tf.model({ inputs: input, outputs: top });
   // Random BN statistics, so folding has something to get wrong.
   for (const l of model.layers) {

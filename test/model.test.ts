@@ -70,7 +70,9 @@ async function checkEndToEnd(backbones: BackboneName[], dir: string, resolution:
   const diff = maxAbsDiff(viaModel, viaHead);
   assert.ok(diff < 1e-4, `end-to-end vs head(features): max |diff| ${diff}`);
   // The check is not vacuous: predictions differ between images.
-  assert.ok(maxAbsDiff(viaModel.subarray(0, 10), viaModel.subarray(10, 20)) > 1e-4, 'all images get the same prediction');
+  let spread = 0;
+  for (let i = 1; i < n; i++) spread = Math.max(spread, maxAbsDiff(viaModel.subarray(0, 10), viaModel.subarray(i * 10, (i + 1) * 10)));
+  assert.ok(spread > 1e-4, `all images get the same prediction (max spread ${spread})`);
   model.dispose();
   head.dispose();
 }
