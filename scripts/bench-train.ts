@@ -1,7 +1,8 @@
 // Head-training speed: seconds per epoch over 45,000 cached features of 2,048 dims (v1 768 + v2 1280), for the
 // hand-written trainer (lib/train.ts) against tfjs' own `fit` of the same head (extrapolated from a few batches:
 // a full fit epoch takes ~40 s on wasm). Synthetic features: speed does not depend on their values.
-// Run: npx ts-node --transpile-only scripts/bench-train.ts [--n 45000] [--dim 2048] [--units 256] [--batch 256]
+// Run: npm run bench:train -- [--n 45000] [--dim 2048] [--units 256] [--batch 256] [--bn-affine]
+// (`npm run bench` runs the same measurement on every backend, side by side.)
 import * as os from 'os';
 import { parseArgs } from 'util';
 import * as tf from '@tensorflow/tfjs';
@@ -12,21 +13,30 @@ import { dataDir } from '../lib/paths';
 import { rng } from '../lib/random';
 import { DEFAULT_TRAIN, HeadTrainer, LabeledFeatures } from '../lib/train';
 
-async function main() {
-  const { values } = parseArgs({
-    options: { n: { type: 'string' }, dim: { type: 'string' }, units: { type: 'string' }, batch: { type: 'string' }, 'bn-affine': { type: 'boolean' } },
-  });
-  const n = Number(values.n ?? 45000);
-  const dim = Number(values.dim ?? 2048);
-  const units = Number(values.units ?? DEFAULT_TRAIN.units);
-  const batchSize = Number(values.batch ?? DEFAULT_TRAIN.batchSize);
-  const bnAffine = values['bn-affine'] ?? DEFAULT_TRAIN.bnAffine;
-  const backend = await initBackend();
+export interface HeadBench {
+  n: number;
+  dim: number;
+  units: number;
+  batchSize: number;
+  bnAffine: boolean;
+  /** Best of the timed epochs, and all of them. */
+  trainerSeconds: number;
+  trainerEpochs: number[];
+  /** tfjs `fit` of the same head, scaled from 6 batches to an epoch. */
+  fitSeconds: number;
+}
+
+/** Time the trainer (2 epochs after a warm-up) and tfjs fit on the current backend. */
+export async function benchHead(o: Partial<Pick<HeadBench, 'n' | 'dim' | 'units' | 'batchSize' | 'bnAffine'>> = {}): Promise<HeadBench> {
+  const n = o.n ?? 45000;
+  const dim = o.dim ?? 2048;
+  const units = o.units ?? DEFAULT_TRAIN.units;
+  const batchSize = o.batchSize ?? DEFAULT_TRAIN.batchSize;
+  const bnAffine = o.bnAffine ?? DEFAULT_TRAIN.bnAffine;
   const r = rng(1);
   const data = new Float32Array(n * dim);
   for (let i = 0; i < data.length; i++) data[i] = r() * 2;
   const d: LabeledFeatures = { views: [data], labels: Uint8Array.from({ length: n }, (_, i) => i % 10), n, dim };
-  const load = os.loadavg()[0];
 
   const trainer = new HeadTrainer(dim, { ...DEFAULT_TRAIN, units, batchSize, bnAffine });
   trainer.trainEpoch({ ...d, n: batchSize * 4, views: [data.subarray(0, batchSize * 4 * dim)] }, 0); // warm-up
@@ -37,10 +47,7 @@ async function main() {
     epochs.push((performance.now() - t0) / 1000);
   }
   trainer.dispose();
-  const ours = Math.min(...epochs);
-  console.log(`hand-written trainer: ${epochs.map((s) => s.toFixed(2)).join(' / ')} s per epoch (n=${n}, dim=${dim}, units=${units}, batch=${batchSize}, bnAffine=${bnAffine})`);
 
-  // tfjs fit on the same head, timed over a few batches and scaled to an epoch.
   const head = buildHead({ inputDim: dim, units, dropout: DEFAULT_TRAIN.dropout });
   head.compile({ optimizer: tf.train.adam(DEFAULT_TRAIN.lr), loss: 'categoricalCrossentropy' });
   const m = batchSize * 6;
@@ -49,17 +56,31 @@ async function main() {
   await head.fit(x, y, { batchSize, epochs: 1, verbose: 0 }); // warm-up
   const t0 = performance.now();
   await head.fit(x, y, { batchSize, epochs: 1, verbose: 0 });
-  const fitEpoch = ((performance.now() - t0) / 1000) * (n / m);
+  const fitSeconds = ((performance.now() - t0) / 1000) * (n / m);
   tf.dispose([x, y]);
   head.dispose();
-  console.log(`tfjs fit (extrapolated from ${m / batchSize} batches): ${fitEpoch.toFixed(1)} s per epoch — ${(fitEpoch / ours).toFixed(1)}x slower`);
+  return { n, dim, units, batchSize, bnAffine, trainerSeconds: Math.min(...epochs), trainerEpochs: epochs, fitSeconds };
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: { n: { type: 'string' }, dim: { type: 'string' }, units: { type: 'string' }, batch: { type: 'string' }, 'bn-affine': { type: 'boolean' } },
+  });
+  const backend = await initBackend();
+  const load = os.loadavg()[0];
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  const b = await benchHead({ n: num(values.n), dim: num(values.dim), units: num(values.units), batchSize: num(values.batch), bnAffine: values['bn-affine'] });
+  console.log(`hand-written trainer: ${b.trainerEpochs.map((s) => s.toFixed(2)).join(' / ')} s per epoch (n=${b.n}, dim=${b.dim}, units=${b.units}, batch=${b.batchSize}, bnAffine=${b.bnAffine})`);
+  console.log(`tfjs fit (extrapolated from 6 batches): ${b.fitSeconds.toFixed(1)} s per epoch — ${(b.fitSeconds / b.trainerSeconds).toFixed(1)}x slower`);
   if (load > 1) console.log(`note: load average was ${load.toFixed(2)} at the start; timings are only meaningful on an idle machine`);
   const file = dataDir('bench', `train-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeJsonAtomic(file, { n, dim, units, batchSize, bnAffine, backend: backend.name, epochSeconds: epochs, fitEpochSecondsExtrapolated: fitEpoch, load1: load, cpu: os.cpus()[0]?.model });
+  writeJsonAtomic(file, { ...b, backend: backend.name, load1: load, cpu: os.cpus()[0]?.model });
   console.log(`saved ${file}`);
 }
 
-main().catch((err) => {
-  console.error(`error: ${err instanceof Error ? err.message : err}`);
-  process.exit(1);
-});
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(`error: ${err instanceof Error ? err.message : err}`);
+    process.exit(1);
+  });
+}

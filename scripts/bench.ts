@@ -1,30 +1,62 @@
-// Feature-extraction throughput: images/s for each backbone x resolution x worker count, and the achieved GFLOP/s
-// (2 x multiply-adds x images/s), with the cache off. Prints a table, writes data/bench/features-<time>.json.
+// `npm run bench`: the backends side by side, in one run. For each backend that starts here (tensorflow = the
+// native addon `npm install` builds, wasm = the worker-pool fallback) a child process measures, with the feature
+// cache off:
+//   - feature extraction, images/s and GFLOP/s per backbone at each resolution (tensorflow: in-process frozen TF
+//     graph; wasm: one worker thread per core);
+//   - head training, seconds per epoch over 45,000 x 2,048 features (the project's trainer, and tfjs `fit` of the
+//     same head extrapolated from a few batches);
+//   - end-to-end inference of a saved classifier (pixels -> probabilities, the `npm run predict` code path).
+// Prints one table, writes data/bench/bench-<time>.json. Ratios between backends come from this one run.
 //
-//   npm run bench                      # quick: 256 images per cell
-//   npm run bench -- --n 2048          # steadier numbers
-//   npm run bench -- --backbones mobilenet_v2 --res 160 --workers 1,2
+//   npm run bench                                  # both backends, 160 px, 1,024 images per cell
+//   npm run bench -- --backends tensorflow --res 96,160,224 --n 2048
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { parseArgs } from 'util';
+import * as tf from '@tensorflow/tfjs';
 import { writeJsonAtomic } from '../lib/atomic';
 import { BACKBONES, BackboneName, backboneSpec } from '../lib/backbones';
-import { initBackend } from '../lib/backend';
+import { BackendName, initBackend } from '../lib/backend';
 import { loadCifar10 } from '../lib/data/cifar10';
 import { extractFeatures, PIXELS, terminateFeaturePool } from '../lib/features';
+import { assembleModel, buildHead, loadModel, predictPixels, saveModel } from '../lib/model';
 import { dataDir } from '../lib/paths';
 import { rng } from '../lib/random';
+import { benchHead, HeadBench } from './bench-train';
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : def;
+const OPTIONS = {
+  backends: { type: 'string', default: 'tensorflow,wasm', help: 'comma list of backends to compare' },
+  backbones: { type: 'string', default: Object.keys(BACKBONES).join(','), help: 'comma list of backbones' },
+  res: { type: 'string', default: '160', help: 'comma list of input resolutions (px)' },
+  n: { type: 'string', default: '1024', help: 'images per feature cell' },
+  'predict-n': { type: 'string', default: '1000', help: 'images for end-to-end inference' },
+  'head-n': { type: 'string', default: '45000', help: 'feature rows per head-training epoch' },
+  workers: { type: 'string', default: String(os.cpus().length), help: 'wasm worker threads' },
+  batch: { type: 'string', default: '', help: 'images per backbone call (default: each backend its best)' },
+  child: { type: 'string', default: '', help: '(internal) measure in this process and print JSON' },
+  help: { type: 'boolean', default: false, help: 'show this help' },
+} as const;
+
+interface FeatureRow { backbone: BackboneName; resolution: number; imagesPerSec: number; gflops: number; workers: number; fullSet60kMinutes: number }
+interface BackendResult {
+  backend: BackendName;
+  summary: string;
+  features: FeatureRow[];
+  head: HeadBench;
+  predict: { images: number; imagesPerSec: number };
+  load1: number;
 }
+
+type Args = { [K in keyof typeof OPTIONS]: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
 
 async function images(n: number): Promise<{ images: Uint8Array; source: string }> {
   try {
     const c = await loadCifar10({ download: false });
     const out = new Uint8Array(n * PIXELS);
-    for (let i = 0; i < n; i++) out.set(c.train.images.subarray((i % c.train.n) * PIXELS, ((i % c.train.n) + 1) * PIXELS), i * PIXELS);
-    return { images: out, source: `CIFAR-10 train 0..${n - 1}` };
+    for (let i = 0; i < n; i++) out.set(c.test.images.subarray((i % c.test.n) * PIXELS, ((i % c.test.n) + 1) * PIXELS), i * PIXELS);
+    return { images: out, source: `CIFAR-10 test 0..${Math.min(n, c.test.n) - 1}` };
   } catch {
     // Speed does not depend on content; random pixels keep the bench runnable without the dataset.
     const r = rng(1);
@@ -32,58 +64,127 @@ async function images(n: number): Promise<{ images: Uint8Array; source: string }
   }
 }
 
-async function main(): Promise<void> {
-  const n = Number(arg('n', '256'));
-  const cores = os.cpus().length;
-  const backbones = arg('backbones', Object.keys(BACKBONES).join(',')).split(',') as BackboneName[];
-  const resolutions = arg('res', '96,160,224').split(',').map(Number);
-  const workerCounts = [...new Set(arg('workers', `1,${cores}`).split(',').map(Number))];
-  const batchSize = Number(arg('batch', '8'));
+/** All measurements on the backend TFJS_BACKEND names (a child process: a process has one backend). */
+async function measure(a: Args): Promise<BackendResult> {
+  const backend = await initBackend({ log: () => {} });
+  const n = Number(a.n);
+  const backbones = a.backbones.split(',') as BackboneName[];
   backbones.forEach(backboneSpec);
-  const backend = await initBackend();
-  const data = await images(n);
-  const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
-  console.log(`bench: ${n} images per cell (${data.source}), batch ${batchSize}, ${cores} cores, load avg ${load()}`);
-
-  const rows: Record<string, unknown>[] = [];
+  const resolutions = a.res.split(',').map(Number);
+  const workers = backend.name === 'wasm' ? Number(a.workers) : 0;
+  const batchSize = a.batch ? Number(a.batch) : undefined;
+  const data = await images(Math.max(n, Number(a['predict-n'])));
+  const features: FeatureRow[] = [];
   for (const backbone of backbones) {
-    const spec = backboneSpec(backbone);
     for (const resolution of resolutions) {
-      let single = 0;
-      for (const workers of workerCounts) {
-        const opts = { backbone, resolution, workers, cache: false, progress: false, batchSize } as const;
-        // Warm-up: worker start, model load and wasm kernel setup for this shape are not throughput.
-        await extractFeatures({ images: data.images.subarray(0, Math.max(1, workers) * batchSize * PIXELS), n: Math.max(1, workers) * batchSize }, opts);
-        const f = await extractFeatures({ images: data.images, n }, opts);
-        const ips = n / f.stats!.seconds;
-        if (workers === 1) single = ips;
-        const macs = spec.macsAt224 * (resolution / 224) ** 2;
-        const row = {
-          backbone, resolution, workers: f.stats!.workers, imagesPerSec: +ips.toFixed(1), msPerImage: +(1000 / ips).toFixed(2),
-          gflops: +((2 * macs * ips) / 1e9).toFixed(2), speedup: single ? +(ips / single).toFixed(2) : null,
-          fullSet60kMinutes: +(60000 / ips / 60).toFixed(1),
-          // 1-minute load average after the cell: above ~`workers` means someone else shared the cores.
-          load1: +os.loadavg()[0].toFixed(2),
-        };
-        rows.push(row);
-        console.log(
-          `${backbone.padEnd(18)} ${String(resolution).padStart(4)}px  workers ${row.workers}  ${row.imagesPerSec.toFixed(1).padStart(7)} img/s  ` +
-            `${row.msPerImage.toFixed(2).padStart(6)} ms/img  ${row.gflops.toFixed(2).padStart(6)} GFLOP/s  ` +
-            `x${row.speedup ?? '-'} vs 1 worker  60k: ${row.fullSet60kMinutes} min  load ${row.load1}`,
-        );
-      }
+      const opts = { backbone, resolution, workers, cache: false, progress: false, batchSize } as const;
+      // Warm-up: worker start, graph writing/loading and kernel setup for this shape are not throughput.
+      const warm = Math.max(1, workers) * 64;
+      await extractFeatures({ images: data.images.subarray(0, warm * PIXELS), n: warm }, opts);
+      const f = await extractFeatures({ images: data.images.subarray(0, n * PIXELS), n }, opts);
+      const ips = n / f.stats!.seconds;
+      const macs = backboneSpec(backbone).macsAt224 * (resolution / 224) ** 2;
+      features.push({
+        backbone, resolution, workers: f.stats!.workers, imagesPerSec: +ips.toFixed(1), gflops: +((2 * macs * ips) / 1e9).toFixed(1),
+        fullSet60kMinutes: +(60000 / ips / 60).toFixed(1),
+      });
     }
   }
   await terminateFeaturePool();
-  const file = path.join(dataDir('bench'), `features-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeJsonAtomic(file, {
-    date: new Date().toISOString(), backend: backend.summary, cores, cpu: os.cpus()[0]?.model, imagesPerCell: n, batchSize,
-    source: data.source, loadAvgEnd: os.loadavg(), rows,
-  });
-  console.log(`load avg at end ${load()} (numbers are only meaningful when it was low); wrote ${file}`);
+
+  const head = await benchHead({ n: Number(a['head-n']) });
+
+  // A saved classifier of the default shape (random head: speed does not depend on the weights), loaded back the
+  // way `npm run predict` loads one.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-model-'));
+  const resolution = resolutions.includes(160) ? 160 : resolutions[0];
+  const dim = backbones.reduce((s, b) => s + BACKBONES[b].featureSize, 0);
+  const h = buildHead({ inputDim: dim, units: 256, dropout: 0.3 });
+  const assembled = await assembleModel({ backbones, resolution, head: h, backbonesDir: undefined });
+  await saveModel(assembled, { backbones, resolution, classNames: [], head: { inputDim: dim, units: 256, dropout: 0.3 }, metrics: {}, date: '', gitCommit: null }, dir);
+  tf.dispose([assembled, h]);
+  const { model } = await loadModel(dir);
+  const pn = Number(a['predict-n']);
+  predictPixels(model, data.images.subarray(0, 64 * PIXELS), 64); // warm-up
+  const t0 = performance.now();
+  predictPixels(model, data.images.subarray(0, pn * PIXELS), pn);
+  const predict = { images: pn, imagesPerSec: +(pn / ((performance.now() - t0) / 1000)).toFixed(1) };
+  model.dispose();
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { backend: backend.name, summary: backend.summary, features, head, predict, load1: +os.loadavg()[0].toFixed(2) };
+}
+
+function runChild(backend: string, argv: string[]): BackendResult | string {
+  try {
+    const ts = __filename.endsWith('.ts') ? ['-r', require.resolve('ts-node/register/transpile-only')] : [];
+    const out = execFileSync(process.execPath, [...process.execArgv, ...ts, __filename, ...argv, '--child', backend], {
+      env: { ...process.env, TFJS_BACKEND: backend }, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20,
+    }).toString();
+    const line = out.split('\n').find((l) => l.startsWith('BENCH_JSON '));
+    if (!line) return 'no result printed';
+    return JSON.parse(line.slice('BENCH_JSON '.length));
+  } catch (err) {
+    const e = err as { stderr?: Buffer; message: string };
+    const last = (e.stderr?.toString() ?? e.message).split('\n').filter((l) => /^(bench failed|error)/i.test(l.trim())).pop();
+    return last?.trim() ?? e.message.split('\n')[0];
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: OPTIONS as any, allowPositionals: false });
+  const a = values as unknown as Args;
+  if (a.help) {
+    console.log('npm run bench -- [options]\n');
+    for (const [k, v] of Object.entries(OPTIONS)) if (k !== 'child') console.log(`  --${k.padEnd(10)} ${v.help}${v.default !== '' && v.type !== 'boolean' ? ` (default ${v.default})` : ''}`);
+    return;
+  }
+  if (a.child) {
+    console.log(`BENCH_JSON ${JSON.stringify(await measure(a))}`);
+    return;
+  }
+  const argv = process.argv.slice(2);
+  const cores = os.cpus().length;
+  console.log(`bench: ${a.n} images per feature cell, ${a['predict-n']} for inference, ${cores} cores (${os.cpus()[0]?.model}), load avg ${os.loadavg()[0].toFixed(2)}`);
+  const results: BackendResult[] = [];
+  const failed: Record<string, string> = {};
+  for (const backend of a.backends.split(',')) {
+    const t0 = Date.now();
+    const r = runChild(backend, argv);
+    if (typeof r === 'string') {
+      failed[backend] = r;
+      console.log(`  ${backend}: did not run (${r})`);
+      continue;
+    }
+    results.push(r);
+    console.log(`  ${r.summary.replace(/^tfjs backend: /, '')} — measured in ${((Date.now() - t0) / 1000).toFixed(0)} s, load ${r.load1}`);
+  }
+  if (!results.length) throw new Error(`no backend could be measured: ${Object.entries(failed).map(([k, v]) => `${k}: ${v}`).join('; ')}`);
+
+  const ref = results.find((r) => r.backend === 'wasm');
+  const ratio = (x: number, y: number | undefined) => (y ? ` (${(x / y).toFixed(1)}x wasm)` : '');
+  const rows: string[][] = [];
+  for (const f of results[0].features) {
+    const cells = results.map((r) => {
+      const mine = r.features.find((g) => g.backbone === f.backbone && g.resolution === f.resolution)!;
+      const base = ref?.features.find((g) => g.backbone === f.backbone && g.resolution === f.resolution);
+      return `${mine.imagesPerSec.toFixed(0)} img/s, ${mine.gflops} GFLOP/s${r === ref ? '' : ratio(mine.imagesPerSec, base?.imagesPerSec)}`;
+    });
+    rows.push([`features ${f.backbone} ${f.resolution}px`, ...cells]);
+  }
+  rows.push(['head epoch (trainer), 45k x 2048', ...results.map((r) => `${r.head.trainerSeconds.toFixed(2)} s${r === ref || !ref ? '' : ` (${(ref.head.trainerSeconds / r.head.trainerSeconds).toFixed(1)}x faster)`}`)]);
+  rows.push(['head epoch (tfjs fit, extrapolated)', ...results.map((r) => `${r.head.fitSeconds.toFixed(1)} s`)]);
+  rows.push([`end-to-end predict, ${a['predict-n']} images`, ...results.map((r) => `${r.predict.imagesPerSec.toFixed(0)} img/s${r === ref ? '' : ratio(r.predict.imagesPerSec, ref?.predict.imagesPerSec)}`)]);
+  const widths = [0, ...results.map(() => 0)].map((_, i) => Math.max(...[['', ...results.map((r) => r.backend)], ...rows].map((r) => r[i].length)));
+  const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ');
+  console.log(`\n${fmt(['', ...results.map((r) => r.backend)])}\n${fmt(widths.map((w) => '-'.repeat(w)))}\n${rows.map(fmt).join('\n')}`);
+
+  const file = path.join(dataDir('bench'), `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeJsonAtomic(file, { date: new Date().toISOString(), cores, cpu: os.cpus()[0]?.model, options: { ...a, child: undefined }, results, failed });
+  console.log(`\nwrote ${file} (figures mean something only when the load average stayed near or below ${cores})`);
 }
 
 main().catch((err) => {
-  console.error(`bench failed: ${err.message}`);
+  console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
+  if (process.env.BENCH_DEBUG) console.error(err);
   process.exit(1);
 });
