@@ -1,6 +1,7 @@
 // Frozen ImageNet backbones: where their weights live, how to load them from disk under any backend (wasm has no
 // file://), and how to make them cheaper for inference by folding BatchNormalization into the convolutions.
 import * as tf from '@tensorflow/tfjs';
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { dataDir } from './paths';
@@ -277,10 +278,40 @@ export interface BackboneArtifacts {
   folded: number;
 }
 
+/** The backbone's folder: found locally (option, BACKBONES_DIR, data/models) or downloaded once. */
+export async function backboneFolder(name: BackboneName, dir?: string): Promise<string> {
+  return findBackboneDir(name, dir) ?? (await downloadBackbone(backboneSpec(name)));
+}
+
+const fingerprints = new Map<string, string>();
+
+/**
+ * Content hash (md5, 16 hex digits) of a backbone's model.json and every weight shard it lists. Caches of anything
+ * computed from the weights (features, graphs) are keyed by it, so changed weights can never be served stale.
+ * Memoised per folder and file sizes/mtimes: ~10 MB of reading once per process.
+ */
+export function backboneFingerprint(folder: string): string {
+  const json = readModelJson(folder);
+  const files = ['model.json', ...json.weightsManifest.flatMap((g) => g.paths)].map((f) => path.join(folder, f));
+  const stamp = files.map((f) => {
+    if (!fs.existsSync(f)) throw new Error(`weight shard missing: ${f} (listed in ${path.join(folder, 'model.json')})`);
+    const st = fs.statSync(f);
+    return `${f}:${st.size}:${st.mtimeMs}`;
+  }).join('|');
+  let fp = fingerprints.get(stamp);
+  if (!fp) {
+    const h = crypto.createHash('md5');
+    for (const f of files) h.update(path.basename(f)).update(fs.readFileSync(f));
+    fp = h.digest('hex').slice(0, 16);
+    fingerprints.set(stamp, fp);
+  }
+  return fp;
+}
+
 /** Everything needed to build the feature model, as plain data (no tensors): cheap to hand to workers too. */
 export async function backboneArtifacts(name: BackboneName, opts: LoadBackboneOptions = {}): Promise<BackboneArtifacts> {
   const spec = backboneSpec(name);
-  const folder = findBackboneDir(name, opts.dir) ?? (await downloadBackbone(spec));
+  const folder = await backboneFolder(name, opts.dir);
   const json = readModelJson(folder);
   const raw = readWeights(folder, json);
   let topology = toFeatureTopology(json.modelTopology, spec);

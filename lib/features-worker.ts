@@ -13,6 +13,8 @@ import { pixelsToTensor, preprocess } from './preprocess';
 export interface BatchTask {
   backbone: BackboneName;
   backbonesDir?: string;
+  /** backboneFingerprint of the weights: a compiled extractor or graph is reused only for the same weights. */
+  weights: string;
   resolution: number;
   view: string;
   n: number;
@@ -23,8 +25,8 @@ export interface BatchTask {
 const extractors = new Map<string, Promise<FeatureExtractor>>();
 
 /** The compiled (BN-folded, fused) extractor for a backbone, loaded once per thread. */
-export function getExtractor(backbone: BackboneName, backbonesDir?: string): Promise<FeatureExtractor> {
-  const key = `${backbone}|${backbonesDir ?? ''}`;
+export function getExtractor(backbone: BackboneName, weights: string, backbonesDir?: string): Promise<FeatureExtractor> {
+  const key = `${backbone}|${weights}|${backbonesDir ?? ''}`;
   let p = extractors.get(key);
   if (!p) {
     p = backboneArtifacts(backbone, { dir: backbonesDir }).then(compileExtractor);
@@ -37,8 +39,8 @@ export function getExtractor(backbone: BackboneName, backbonesDir?: string): Pro
 const graphs = new Map<string, Promise<FrozenGraph>>();
 
 /** The backbone (resize + normalise + folded net + pooling) as a frozen TF graph, written once per weights hash. */
-export function getFeatureGraph(backbone: BackboneName, resolution: number, backbonesDir?: string): Promise<FrozenGraph> {
-  const key = `${backbone}|${resolution}|${backbonesDir ?? ''}`;
+export function getFeatureGraph(backbone: BackboneName, weights: string, resolution: number, backbonesDir?: string): Promise<FrozenGraph> {
+  const key = `${backbone}|${weights}|${resolution}|${backbonesDir ?? ''}`;
   let p = graphs.get(key);
   if (!p) {
     p = backboneArtifacts(backbone, { dir: backbonesDir }).then((a) =>
@@ -53,7 +55,7 @@ export function getFeatureGraph(backbone: BackboneName, resolution: number, back
 export async function extractBatch(task: BatchTask): Promise<Float32Array> {
   const viewed = applyView(task.pixels, task.n, task.view);
   if (tf.getBackend() === 'tensorflow') {
-    const graph = await getFeatureGraph(task.backbone, task.resolution, task.backbonesDir);
+    const graph = await getFeatureGraph(task.backbone, task.weights, task.resolution, task.backbonesDir);
     const out = tf.tidy(() => graph.predict(pixelsToTensor(viewed, task.n)));
     try {
       return (await out.data()) as Float32Array;
@@ -61,7 +63,7 @@ export async function extractBatch(task: BatchTask): Promise<Float32Array> {
       out.dispose();
     }
   }
-  const extractor = await getExtractor(task.backbone, task.backbonesDir);
+  const extractor = await getExtractor(task.backbone, task.weights, task.backbonesDir);
   const out = tf.tidy(() => extractor.predict(preprocess(pixelsToTensor(viewed, task.n), task.resolution)));
   try {
     const data = (await out.data()) as Float32Array;

@@ -2,18 +2,19 @@
 // across cores, and the result is cached on disk by the image's content, so any later run — the same data, a
 // subset, another order, a smoke test — reads features instead of recomputing them.
 //
-// Cache layout: <cacheDir>/features/<backbone>/r<resolution>/<view>/<name>.feat, one file per chunk of up to
-// CHUNK images. Each file: 8-byte magic, u32 header length, JSON header (format version, settings, count, dim,
-// md5 of the body), then count 16-byte image keys (md5 of the 32x32x3 pixels), then count x dim float32.
-// Files are written atomically; a file whose header, size or body hash does not match is ignored (and its images
-// recomputed), never trusted.
+// Cache layout: <cacheDir>/features/<backbone>/w<weights>/r<resolution>/<view>/<name>.feat, one file per chunk of
+// up to CHUNK images, where <weights> is the content hash of the backbone's files (changed weights never meet old
+// features). Each file: 8-byte magic, u32 header length, JSON header (format version, settings incl. weights hash
+// and extractor version, count, dim, md5 of the body), then count 16-byte image keys (md5 of the 32x32x3 pixels),
+// then count x dim float32. Files are written atomically; a file whose header, size or body hash does not match is
+// never trusted: it is moved once to <cacheDir>/quarantine/ (said in one line) and its images are recomputed.
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { AUGMENT_VERSION, parseView } from './augment';
-import { BackboneName, backboneSpec } from './backbones';
+import { BackboneName, backboneFingerprint, backboneFolder, backboneSpec } from './backbones';
 import { initBackend } from './backend';
 import { writeFileAtomic } from './atomic';
 import { BatchTask, extractBatch, WORKER_ROLE } from './features-worker';
@@ -49,7 +50,9 @@ export interface ExtractOptions {
 }
 
 export const PIXELS = 32 * 32 * 3;
-export const CACHE_FORMAT = 'cifar10-features-v1';
+export const CACHE_FORMAT = 'cifar10-features-v2';
+/** Bump when the arithmetic from pixels to features changes (preprocessing, folding, pooling). */
+export const EXTRACTOR_VERSION = 'resize-normalize-fold-pool-v1';
 const MAGIC = Buffer.from('CFEAT01\n');
 const KEY_BYTES = 16;
 /** Images per cache file: big enough to keep the file count low, small enough that an interrupt loses little. */
@@ -70,6 +73,8 @@ export function imageKeys(images: Uint8Array, n: number): Buffer {
 
 interface CacheSettings {
   backbone: BackboneName;
+  /** backboneFingerprint of the weights the features came from. */
+  weights: string;
   resolution: number;
   view: string;
   dim: number;
@@ -77,6 +82,7 @@ interface CacheSettings {
 
 interface Header extends CacheSettings {
   format: string;
+  extractor: string;
   viewVersion: string;
   count: number;
   bodyMd5: string;
@@ -87,14 +93,26 @@ function viewVersion(view: string): string {
 }
 
 export function cacheFolder(root: string, s: Omit<CacheSettings, 'dim'>): string {
-  return path.join(root, 'features', s.backbone, `r${s.resolution}`, s.view);
+  return path.join(root, 'features', s.backbone, `w${s.weights}`, `r${s.resolution}`, s.view);
+}
+
+/** Move a cache file that cannot be trusted out of the way, once, so later runs neither read nor warn about it. */
+function quarantine(root: string, file: string, why: string, warn: (m: string) => void): void {
+  const dest = path.join(root, 'quarantine', `${path.basename(file)}.${Date.now()}`);
+  try {
+    fs.mkdirSync(path.dirname(dest), { recursive: true });
+    fs.renameSync(file, dest);
+    warn(`feature cache: ${file} is unusable (${why}); moved to ${dest}, its images will be recomputed`);
+  } catch {
+    warn(`feature cache: ignoring ${file} (${why}); its images will be recomputed`);
+  }
 }
 
 function encodeChunk(s: CacheSettings, keys: Buffer, data: Float32Array): Buffer {
   const count = keys.length / KEY_BYTES;
   const body = Buffer.concat([keys, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
   const header: Header = {
-    format: CACHE_FORMAT, ...s, viewVersion: viewVersion(s.view), count,
+    format: CACHE_FORMAT, extractor: EXTRACTOR_VERSION, ...s, viewVersion: viewVersion(s.view), count,
     bodyMd5: crypto.createHash('md5').update(body).digest('hex'),
   };
   const json = Buffer.from(JSON.stringify(header));
@@ -116,7 +134,7 @@ function readChunkIndex(file: string, s: CacheSettings): { header: Header; keys:
     const hbuf = Buffer.alloc(hlen);
     if (fs.readSync(fd, hbuf, 0, hlen, 12) !== hlen) return 'truncated header';
     const h = JSON.parse(hbuf.toString('utf8')) as Header;
-    const want = { format: CACHE_FORMAT, ...s, viewVersion: viewVersion(s.view) };
+    const want = { format: CACHE_FORMAT, extractor: EXTRACTOR_VERSION, ...s, viewVersion: viewVersion(s.view) };
     for (const [k, v] of Object.entries(want)) if ((h as any)[k] !== v) return `header ${k}=${(h as any)[k]}, expected ${v}`;
     const bodyOffset = 12 + hlen;
     const expected = bodyOffset + h.count * (KEY_BYTES + 4 * h.dim);
@@ -147,7 +165,7 @@ function readChunkData(file: string, idx: { header: Header; bodyOffset: number }
  * Bad files are reported once (warn) and skipped.
  */
 function readCache(
-  folder: string, s: CacheSettings, wanted: Map<string, number[]>, out: Float32Array, warn: (m: string) => void,
+  root: string, folder: string, s: CacheSettings, wanted: Map<string, number[]>, out: Float32Array, warn: (m: string) => void,
 ): number {
   if (!fs.existsSync(folder)) return 0;
   let filled = 0;
@@ -156,7 +174,7 @@ function readCache(
     const file = path.join(folder, name);
     const idx = readChunkIndex(file, s);
     if (typeof idx === 'string') {
-      warn(`feature cache: ignoring ${file} (${idx}); its images will be recomputed`);
+      quarantine(root, file, idx, warn);
       continue;
     }
     const hits: [number, number[]][] = [];
@@ -168,7 +186,7 @@ function readCache(
     if (hits.length === 0) continue;
     const data = readChunkData(file, idx);
     if (typeof data === 'string') {
-      warn(`feature cache: ignoring ${file} (${data}); its images will be recomputed`);
+      quarantine(root, file, data, warn);
       continue;
     }
     const dim = s.dim;
@@ -315,9 +333,11 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
   }
   const dim = spec.featureSize;
   const out = new Float32Array(n * dim);
-  const settings: CacheSettings = { backbone: opts.backbone, resolution, view, dim };
+  const weights = backboneFingerprint(await backboneFolder(opts.backbone, opts.backbonesDir));
+  const settings: CacheSettings = { backbone: opts.backbone, weights, resolution, view, dim };
   const useCache = opts.cache !== false;
-  const folder = cacheFolder(opts.cacheDir ?? dataDir('cache'), settings);
+  const cacheRoot = opts.cacheDir ?? dataDir('cache');
+  const folder = cacheFolder(cacheRoot, settings);
 
   // Deduplicate by content: identical images are computed once and get identical features.
   const keys = imageKeys(images, n);
@@ -327,7 +347,7 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
     const list = wanted.get(k);
     list ? list.push(i) : wanted.set(k, [i]);
   }
-  const cached = useCache ? readCache(folder, settings, wanted, out, (m) => console.warn(m)) : 0;
+  const cached = useCache ? readCache(cacheRoot, folder, settings, wanted, out, (m) => console.warn(m)) : 0;
   const missing = [...wanted.values()]; // position lists of images still to compute (one entry per distinct image)
 
   const backend = missing.length ? (await initBackend()).name : 'n/a';
@@ -365,7 +385,7 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
             const pixels = new Uint8Array(part.length * PIXELS);
             part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * PIXELS, (positions[0] + 1) * PIXELS), j * PIXELS));
             batches.push(
-              run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, resolution, view, n: part.length, pixels }).then((f) => {
+              run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, weights, resolution, view, n: part.length, pixels }).then((f) => {
                 if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);
                 feats.set(f, b * dim);
                 sink.tick(part.length);

@@ -179,6 +179,9 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err) => {
+  // Set before awaiting anything: idle worker threads are unref'd, so the event loop can drain during the cleanup
+  // below and end the process on its own — with this code, never with 0.
+  process.exitCode = 1;
   console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
   await terminateFeaturePool().catch(() => {});
   process.exit(1);

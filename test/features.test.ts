@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { initBackend } from '../lib/backend';
-import { BACKBONES } from '../lib/backbones';
+import { BACKBONES, backboneFingerprint } from '../lib/backbones';
 import { cacheFolder, extractFeatures, ExtractOptions, terminateFeaturePool } from '../lib/features';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 
@@ -34,7 +34,8 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 }
 const row = (f: { data: Float32Array; dim: number }, i: number) => f.data.subarray(i * f.dim, (i + 1) * f.dim);
 function featFiles(opts: ExtractOptions): string[] {
-  const dir = cacheFolder(cacheDir, { backbone: opts.backbone, resolution: opts.resolution!, view: opts.view ?? 'plain' });
+  const weights = backboneFingerprint(path.join(opts.backbonesDir!, BACKBONES[opts.backbone].folder));
+  const dir = cacheFolder(cacheDir, { backbone: opts.backbone, weights, resolution: opts.resolution!, view: opts.view ?? 'plain' });
   return fs.readdirSync(dir).filter((f) => f.endsWith('.feat')).map((f) => path.join(dir, f));
 }
 
@@ -100,6 +101,42 @@ test('a truncated or corrupted cache file is detected and recomputed, never trus
   } finally {
     console.warn = warn;
   }
+});
+
+test('a bad cache file is moved to quarantine once: the next run neither reads it nor warns again', async () => {
+  const opts = { ...base(), resolution: 36 };
+  await extractFeatures({ images, n: N }, opts);
+  const [file] = featFiles(opts);
+  fs.truncateSync(file, 100);
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (m: string) => warnings.push(m);
+  try {
+    assert.equal((await extractFeatures({ images, n: N }, opts)).stats!.computed, N);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], /is unusable \(.*\); moved to .*quarantine/);
+    assert.ok(!fs.existsSync(file) || fs.statSync(file).size > 100, 'the bad file is gone from the cache folder');
+    assert.equal((await extractFeatures({ images, n: N }, opts)).stats!.cached, N);
+    assert.equal(warnings.length, 1, 'no second warning');
+  } finally {
+    console.warn = warn;
+  }
+});
+
+test('changed backbone weights (same file sizes) are never served stale features', async () => {
+  const root = await writeFakeBackbone();
+  const opts = { ...base(), backbonesDir: root, resolution: 44 };
+  const before = await extractFeatures({ images, n: N }, opts);
+  assert.equal((await extractFeatures({ images, n: N }, opts)).stats!.cached, N);
+  // Scale every float of the first shard by 0.5: same size, different weights.
+  const shard = path.join(root, BACKBONES['mobilenet_v1_0.75'].folder, 'group1-shard1of2.bin');
+  const buf = fs.readFileSync(shard);
+  const f = new Float32Array(buf.buffer, buf.byteOffset, buf.length / 4);
+  for (let i = 0; i < f.length; i++) f[i] *= 0.5;
+  fs.writeFileSync(shard, buf);
+  const after = await extractFeatures({ images, n: N }, opts);
+  assert.deepEqual([after.stats!.cached, after.stats!.computed], [0, N]);
+  assert.ok(maxAbsDiff(after.data, before.data) > 1e-4, 'features follow the new weights');
 });
 
 test('identical images get identical features; bad input fails clearly', async () => {
