@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { dataDir } from './paths';
+import { dataDir, userPath } from './paths';
 
 export type BackboneName = 'mobilenet_v2' | 'mobilenet_v1_0.75';
 
@@ -71,7 +71,7 @@ export const defaultModelsDir = (): string => dataDir('models');
 /** Locate a backbone's folder: option, env BACKBONES_DIR, data/models; undefined when none has a model.json. */
 export function findBackboneDir(name: BackboneName, dir?: string): string | undefined {
   const spec = backboneSpec(name);
-  const roots = dir !== undefined ? [dir] : [process.env.BACKBONES_DIR, defaultModelsDir()];
+  const roots = dir !== undefined ? [userPath(dir)] : [process.env.BACKBONES_DIR && userPath(process.env.BACKBONES_DIR), defaultModelsDir()];
   for (const root of roots) {
     if (!root) continue;
     const folder = path.resolve(root, spec.folder);

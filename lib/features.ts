@@ -17,6 +17,7 @@ import { AUGMENT_VERSION, parseView } from './augment';
 import { BackboneName, backboneFingerprint, backboneFolder, backboneSpec } from './backbones';
 import { initBackend } from './backend';
 import { writeFileAtomic } from './atomic';
+import { bestEffortWrite } from './writable';
 import { BatchTask, extractBatch, WORKER_ROLE } from './features-worker';
 import { dataDir } from './paths';
 import { DEFAULT_RESOLUTION } from './preprocess';
@@ -400,7 +401,8 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
           });
           if (useCache) {
             const name = crypto.createHash('md5').update(chunkKeys).digest('hex') + '.feat';
-            writeFileAtomic(path.join(folder, name), encodeChunk(settings, chunkKeys, feats));
+            // A read-only or full cache folder costs the caching, never the features just computed.
+            bestEffortWrite(`feature cache in ${folder}`, () => writeFileAtomic(path.join(folder, name), encodeChunk(settings, chunkKeys, feats)));
           }
         }),
       );

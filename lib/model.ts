@@ -7,7 +7,7 @@ import { execFileSync } from 'child_process';
 import { writeFileAtomic, writeJsonAtomic } from './atomic';
 import { BackboneName, BACKBONES, loadBackbone, readModelJson, readWeights } from './backbones';
 import { ensureSavedModel, FrozenGraph, loadFrozenGraph } from './graph';
-import { dataDir, PROJECT_ROOT } from './paths';
+import { dataDir, PROJECT_ROOT, userPath } from './paths';
 import { ResizeNormalize } from './preprocess';
 
 export const NUM_CLASSES = 10;
@@ -145,7 +145,7 @@ export async function assembleModel(opts: AssembleOptions): Promise<tf.LayersMod
 // Saving and loading through a file IOHandler: the wasm backend has no file:// scheme.
 
 /** Where the classifier is saved and loaded from: models/cifar10, or env MODEL_DIR. */
-export const MODEL_DIR = process.env.MODEL_DIR ? path.resolve(process.env.MODEL_DIR) : path.join(PROJECT_ROOT, 'models', 'cifar10');
+export const MODEL_DIR = process.env.MODEL_DIR ? userPath(process.env.MODEL_DIR) : path.join(PROJECT_ROOT, 'models', 'cifar10');
 export const METADATA_FILE = 'metadata.json';
 const WEIGHTS_FILE = 'weights.bin';
 

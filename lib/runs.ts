@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { writeJsonAtomic } from './atomic';
 import { dataDir } from './paths';
+import { bestEffortWrite } from './writable';
 
 export interface EpochRecord {
   epoch: number; // 1-based
@@ -50,9 +51,10 @@ export function newRunId(slug = 'run'): string {
   return `${t}-${process.pid}-${seq++}-${slug.replace(/[^a-zA-Z0-9_.-]+/g, '_')}`;
 }
 
+/** Log a run; where the log folder cannot be written, say so once and go on (the run's results are not lost). */
 export function writeRun(run: RunRecord, dir: string = runsDir()): string {
   const file = path.join(dir, `${run.id}.json`);
-  writeJsonAtomic(file, run);
+  bestEffortWrite(`run log in ${dir}`, () => writeJsonAtomic(file, run));
   return file;
 }
 
@@ -66,7 +68,8 @@ export function readRun(id: string, dir: string = runsDir()): RunRecord {
 }
 
 /** Merge fields into a logged run (e.g. test accuracy once the final model is evaluated). */
-export function updateRun(id: string, patch: Partial<RunRecord>, dir: string = runsDir()): RunRecord {
+export function updateRun(id: string, patch: Partial<RunRecord>, dir: string = runsDir()): RunRecord | undefined {
+  if (!fs.existsSync(path.join(dir, `${id}.json`))) return undefined; // never logged (read-only log folder, noted then)
   const run = { ...readRun(id, dir), ...patch };
   if (patch.metrics) run.metrics = { ...readRun(id, dir).metrics, ...patch.metrics };
   writeRun(run, dir);

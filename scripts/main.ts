@@ -17,6 +17,8 @@ import {
   headline, metricsOf, parseBackbones, saveClassifier, sweepHeads, trainFinal,
 } from '../lib/pipeline';
 import { formatTable, updateRun } from '../lib/runs';
+import { dataDir, userPath } from '../lib/paths';
+import { requireWritable, unwritableReason } from '../lib/writable';
 
 const E = EXPERIMENT;
 const OPTIONS = {
@@ -103,7 +105,12 @@ async function main(): Promise<void> {
   const backbones = parseBackbones(p.backbones);
   const workers = opt.get('workers') !== undefined ? num('workers', opt.get('workers'), 0, int) : undefined;
   const e2eN = num('end-to-end', opt.get('end-to-end'), 0, int);
-  const outDir = path.resolve(opt.get('out') ?? MODEL_DIR);
+  const outDir = opt.get('out') !== undefined ? userPath(opt.get('out')!) : MODEL_DIR;
+  // Where results go is checked before any work: a read-only model folder must not cost a finished training.
+  requireWritable(outDir, process.argv.some((x) => x.startsWith('--out')) ? '--out' : 'MODEL_DIR');
+  if (unwritableReason(dataDir())) {
+    console.log(`note: DATA_DIR ${dataDir()} is not writable: its feature cache is read, but new features and the run log are not saved`);
+  }
 
   const backend = await initBackend();
   const data = await timed('load CIFAR-10', () => loadCifar10());

@@ -7,10 +7,11 @@ import { parseArgs } from 'util';
 import { initBackend } from '../lib/backend';
 import { loadModel, MODEL_DIR } from '../lib/model';
 import { predictFile } from '../lib/predict';
+import { userPath } from '../lib/paths';
 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({ options: { model: { type: 'string' } }, allowPositionals: true });
-  const dir = path.resolve(values.model ?? process.env.MODEL_DIR ?? MODEL_DIR);
+  const dir = values.model ? userPath(values.model) : MODEL_DIR;
   if (!positionals.length) {
     console.error('usage: npm run predict -- <image.png|jpg> [...] [--model DIR]');
     return 2;
@@ -20,7 +21,7 @@ async function main(): Promise<number> {
   let failed = 0;
   for (const file of positionals) {
     try {
-      const { top } = predictFile(model, metadata.classNames, file);
+      const { top } = predictFile(model, metadata.classNames, userPath(file));
       console.log(`${file}: ${top.map((t) => `${t.name} ${(100 * t.probability).toFixed(1)}%`).join(', ')}`);
     } catch (err) {
       failed++;

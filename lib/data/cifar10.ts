@@ -5,7 +5,7 @@
 // wants, so no per-pixel tensor work is needed anywhere.
 import * as fs from 'fs';
 import * as path from 'path';
-import { dataDir } from '../paths';
+import { dataDir, userPath } from '../paths';
 import { rng, shuffle } from '../random';
 import { downloadAndExtract } from './download';
 
@@ -134,8 +134,8 @@ function looksLikeCifarDir(dir: string): boolean {
 
 /** Where the data is: option, env CIFAR10_DIR, data/cifar-10-batches-bin; undefined when none exists. */
 export function locateCifar10(opts: LoadOptions = {}): string | undefined {
-  if (opts.dir) return path.resolve(opts.dir); // explicit: errors about its contents name it
-  if (process.env.CIFAR10_DIR) return path.resolve(process.env.CIFAR10_DIR);
+  if (opts.dir) return userPath(opts.dir); // explicit: errors about its contents name it
+  if (process.env.CIFAR10_DIR) return userPath(process.env.CIFAR10_DIR);
   const local = dataDir(FOLDER_NAME);
   return looksLikeCifarDir(local) ? local : undefined;
 }
@@ -146,6 +146,9 @@ export function locateCifar10(opts: LoadOptions = {}): string | undefined {
  */
 export async function loadCifar10(opts: LoadOptions = {}): Promise<Cifar10> {
   let dir = locateCifar10(opts);
+  if (dir && fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) {
+    throw new Error(`${opts.dir ? 'dir option' : 'CIFAR10_DIR'} ${dir}: not a folder (expected the cifar-10-batches-bin folder holding data_batch_1.bin … test_batch.bin)`);
+  }
   if (!dir) {
     if (opts.download === false) throw new Error(noDataMessage('downloading is disabled'));
     const target = dataDir(FOLDER_NAME);
