@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../lib/backend';
 import { BackboneName, BACKBONES } from '../lib/backbones';
 import { extractFeatures, terminateFeaturePool } from '../lib/features';
-import { assembleModel, buildHead, headWeights, loadModel, predictPixels, saveModel, setHeadWeights } from '../lib/model';
+import { assembleModel, buildHead, headWeights, loadModel, predictPixels, saveModel, setHeadWeights, usesFrozenGraph } from '../lib/model';
 import { predictFeatures } from '../lib/evaluate';
 import { concatFeatures } from '../lib/train';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
@@ -101,7 +101,10 @@ test('a saved model loads back and predicts identically; metadata round-trips', 
   model.dispose();
   const { model: loaded, metadata } = await loadModel(dir);
   const after = predictPixels(loaded, images, 5);
-  assert.equal(maxAbsDiff(before, after), 0);
+  // Eager: the same ops in the same order, bit-identical. On tensorflow the loaded model runs as a frozen TF graph
+  // (fused kernels), equal to rounding.
+  if (usesFrozenGraph(loaded)) assert.ok(maxAbsDiff(before, after) < 1e-5, `graph vs eager ${maxAbsDiff(before, after)}`);
+  else assert.equal(maxAbsDiff(before, after), 0);
   assert.deepEqual(metadata.classNames, classNames);
   assert.equal(metadata.resolution, 40);
   // Frozen parts stay frozen after loading: only the head's weights are trainable.
