@@ -102,7 +102,8 @@ async function measure(a: Args): Promise<BackendResult> {
   const h = buildHead({ inputDim: dim, units: 256, dropout: 0.3 });
   const assembled = await assembleModel({ backbones, resolution, head: h, backbonesDir: undefined });
   await saveModel(assembled, { backbones, resolution, classNames: [], head: { inputDim: dim, units: 256, dropout: 0.3 }, metrics: {}, date: '', gitCommit: null }, dir);
-  tf.dispose([assembled, h]);
+  assembled.dispose();
+  h.dispose();
   const { model } = await loadModel(dir);
   const pn = Number(a['predict-n']);
   predictPixels(model, data.images.subarray(0, 64 * PIXELS), 64); // warm-up

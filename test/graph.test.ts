@@ -77,7 +77,7 @@ test('a saved classifier runs through its frozen graph, with the LayersModel\'s 
   const viaGraph = predictPixels(loaded, images, 5);
   const diff = maxAbsDiff(eager, viaGraph);
   assert.ok(diff < 1e-5, `graph vs LayersModel: max |diff| ${diff}`);
-  tf.dispose([model, loaded, head]);
+  for (const m of [model, loaded, head]) m.dispose();
 });
 
 test('a layer the writer does not know is a one-line error naming it', async (t) => {
