@@ -1,5 +1,7 @@
 // The steps `npm start` and the notebooks share: the labelled splits, (concatenated, multi-view) features for a
 // split, and the slow end-to-end mode (pixel-space augmentation through the frozen backbone every epoch).
+import * as fs from 'fs';
+import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { AUG_VIEW_OPTIONS, AugmentOptions, randomAugment } from './augment';
 import { BackboneName, BACKBONES, backboneSpec } from './backbones';
@@ -229,9 +231,14 @@ export function metricsOf(evals: SplitEvaluation[]): Record<string, number> {
   return m;
 }
 
+/** Largest |probability difference| allowed between the saved model (pixels) and the head on cached features. */
+export const ASSEMBLE_TOLERANCE = 1e-3;
+
 /**
- * Assemble pixels -> resize -> frozen backbone(s) -> head, check it agrees with head(cached features) on a few
- * exact test images, and save it with its metadata (default models/cifar10/). Returns where, and the agreement.
+ * Assemble pixels -> resize -> frozen backbone(s) -> head and save it with its metadata (default models/cifar10/),
+ * then load the saved files back the way `npm run predict` does and check they agree with head(cached features) on
+ * the first exact test images: the accuracies in the metadata are then the saved model's. The files are staged and
+ * moved into place only after the check, so a failed check leaves the previous model as it was.
  */
 export async function saveClassifier(opts: {
   head: tf.LayersModel;
@@ -244,14 +251,12 @@ export async function saveClassifier(opts: {
   dir?: string;
 }): Promise<{ dir: string; maxDiff: number }> {
   const backbones = parseBackbones(opts.params.backbones);
+  const target = opts.dir ?? MODEL_DIR;
+  // Staged inside the target folder (the one checked writable up front), moved up file by file after the check.
+  const staging = path.join(target, `.staging-${process.pid}-${Date.now()}`);
   const model = await assembleModel({ backbones, resolution: opts.params.resolution, head: opts.head });
   try {
-    const k = Math.min(16, opts.splits.testExact.n);
-    const viaModel = predictPixels(model, opts.splits.testExact.images.subarray(0, k * 3072), k);
-    const viaHead = predictFeatures(opts.head, opts.test.views[0].subarray(0, k * opts.test.dim), k, opts.test.dim);
-    let maxDiff = 0;
-    for (let i = 0; i < viaModel.length; i++) maxDiff = Math.max(maxDiff, Math.abs(viaModel[i] - viaHead[i]));
-    const dir = await saveModel(
+    await saveModel(
       model,
       {
         backbones,
@@ -265,12 +270,37 @@ export async function saveClassifier(opts: {
         training: { ...opts.training, trainViews: opts.params.views.split(','), tta: opts.params.tta },
         note: 'Accuracies marked "+ TTA" average plain and flipped predictions; the saved model predicts the plain view.',
       },
-      opts.dir ?? MODEL_DIR,
+      staging,
     );
-    return { dir, maxDiff };
   } finally {
     model.dispose();
   }
+  try {
+    const { model: saved } = await loadModel(staging);
+    const k = Math.min(16, opts.splits.testExact.n);
+    const viaModel = predictPixels(saved, opts.splits.testExact.images.subarray(0, k * 3072), k);
+    saved.dispose();
+    const viaHead = predictFeatures(opts.head, opts.test.views[0].subarray(0, k * opts.test.dim), k, opts.test.dim);
+    let maxDiff = 0;
+    for (let i = 0; i < viaModel.length; i++) maxDiff = Math.max(maxDiff, Math.abs(viaModel[i] - viaHead[i]));
+    if (!(maxDiff <= ASSEMBLE_TOLERANCE)) {
+      throw new Error(
+        `the saved model disagrees with the head on cached features (max |dp| = ${maxDiff.toExponential(2)} > ${ASSEMBLE_TOLERANCE} on ${k} test images): ` +
+          'the features were not computed from these backbone weights; not saved',
+      );
+    }
+    swapInto(staging, target);
+    return { dir: target, maxDiff };
+  } finally {
+    fs.rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+/** Move the staged files into `target`, each by an atomic rename; model.json last, so a reader never pairs a new
+ * model.json with old weights. */
+function swapInto(staging: string, target: string): void {
+  const files = fs.readdirSync(staging).sort((a, b) => Number(a === 'model.json') - Number(b === 'model.json'));
+  for (const f of files) fs.renameSync(path.join(staging, f), path.join(target, f));
 }
 
 /** The saved classifier, its metadata, and its head as a separate model (to evaluate on cached features). */
