@@ -201,6 +201,62 @@ function readCache(
   return filled;
 }
 
+/** A chunk file's features when it exists and is valid (header, size, hash), else undefined. */
+function readChunkFile(file: string, s: CacheSettings, count: number): Float32Array | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  const idx = readChunkIndex(file, s);
+  if (typeof idx === 'string' || idx.header.count !== count) return undefined;
+  const data = readChunkData(file, idx);
+  return typeof data === 'string' ? undefined : data;
+}
+
+// ---------------------------------------------------------------- claims (runs sharing a cache)
+
+const CLAIM_POLL_MS = 250;
+/** A claim older than this is taken over even if its process seems alive (a chunk takes seconds, not minutes). */
+const CLAIM_STALE_MS = 10 * 60 * 1000;
+
+/** Whether the process that wrote a claim is gone (same host: pid check; else by age). */
+function claimIsStale(claimFile: string): boolean {
+  try {
+    const c = JSON.parse(fs.readFileSync(claimFile, 'utf8')) as { pid: number; host: string; at: number };
+    if (Date.now() - c.at > CLAIM_STALE_MS) return true;
+    if (c.host !== os.hostname()) return false;
+    try {
+      process.kill(c.pid, 0);
+      return false;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    }
+  } catch {
+    return true; // unreadable or half-written claim: its writer died mid-write
+  }
+}
+
+/**
+ * Claim a chunk for this process (an exclusive-create claim file beside it). True when we may compute it: we hold
+ * the claim, or the folder cannot hold claims (read-only cache: nobody else can write the chunk either).
+ */
+function claimChunk(file: string): boolean {
+  const claim = `${file}.claim`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(claim, JSON.stringify({ pid: process.pid, host: os.hostname(), at: Date.now() }), { flag: 'wx' });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return true;
+      if (!claimIsStale(claim)) return false;
+      fs.rmSync(claim, { force: true }); // its owner died: take it over
+    }
+  }
+  return false;
+}
+
+function releaseChunk(file: string): void {
+  fs.rmSync(`${file}.claim`, { force: true });
+}
+
 // ---------------------------------------------------------------- worker pool
 
 type Pending = { id: number; task: BatchTask; resolve: (f: Float32Array) => void; reject: (e: Error) => void };
@@ -359,7 +415,8 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
   // in-process on TF's own threads. An explicit `workers` count asks for the wasm pool on any backend (the tests
   // use it to compare the two engines).
   const nWorkers = backend === 'wasm' ? (opts.workers ?? os.cpus().length) : (opts.workers ?? 0);
-  const computed = missing.reduce((a, l) => a + l.length, 0);
+  const toCompute = missing.reduce((a, l) => a + l.length, 0);
+  let shared = 0; // images another run computed meanwhile (read from the cache it wrote)
   if (missing.length) {
     const run: (t: BatchTask) => Promise<Float32Array> =
       nWorkers > 0 ? (t) => getPool(nWorkers).run(t) : (() => {
@@ -376,42 +433,75 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
         : makeProgress(`features ${opts.backbone} ${resolution}px ${view}${nWorkers ? ` x${nWorkers} workers` : ''}`, missing.length);
     const chunks: number[][][] = [];
     for (let i = 0; i < missing.length; i += CHUNK) chunks.push(missing.slice(i, i + CHUNK));
+    const keysOf = (chunk: number[][]) =>
+      Buffer.concat(chunk.map((positions) => keys.subarray(positions[0] * KEY_BYTES, (positions[0] + 1) * KEY_BYTES)));
+    const fileOf = (chunk: number[][]) => path.join(folder, crypto.createHash('md5').update(keysOf(chunk)).digest('hex') + '.feat');
+    const place = (chunk: number[][], feats: Float32Array) =>
+      chunk.forEach((positions, j) => {
+        const row = feats.subarray(j * dim, (j + 1) * dim);
+        for (const p of positions) out.set(row, p * dim);
+      });
+    const compute = async (chunk: number[][]) => {
+      const feats = new Float32Array(chunk.length * dim);
+      const batches: Promise<void>[] = [];
+      for (let b = 0; b < chunk.length; b += batchSize) {
+        const part = chunk.slice(b, b + batchSize);
+        const pixels = new Uint8Array(part.length * PIXELS);
+        part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * PIXELS, (positions[0] + 1) * PIXELS), j * PIXELS));
+        batches.push(
+          run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, weights, resolution, view, n: part.length, pixels }).then((f) => {
+            if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);
+            feats.set(f, b * dim);
+            sink.tick(part.length);
+          }),
+        );
+      }
+      await Promise.all(batches);
+      place(chunk, feats);
+      if (useCache) {
+        // A read-only or full cache folder costs the caching, never the features just computed.
+        bestEffortWrite(`feature cache in ${folder}`, () => writeFileAtomic(fileOf(chunk), encodeChunk(settings, keysOf(chunk), feats)));
+      }
+    };
     try {
-      await Promise.all(
-        chunks.map(async (chunk) => {
-          const feats = new Float32Array(chunk.length * dim);
-          const batches: Promise<void>[] = [];
-          for (let b = 0; b < chunk.length; b += batchSize) {
-            const part = chunk.slice(b, b + batchSize);
-            const pixels = new Uint8Array(part.length * PIXELS);
-            part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * PIXELS, (positions[0] + 1) * PIXELS), j * PIXELS));
-            batches.push(
-              run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, weights, resolution, view, n: part.length, pixels }).then((f) => {
-                if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);
-                feats.set(f, b * dim);
-                sink.tick(part.length);
-              }),
-            );
+      // Runs sharing a cache share the work: each chunk is claimed before it is computed; a chunk another live run
+      // has claimed is left to it and read from the cache once written (or taken over if that run dies).
+      const claimed: number[][][] = [];
+      const others: number[][][] = [];
+      for (const chunk of chunks) (!useCache || claimChunk(fileOf(chunk)) ? claimed : others).push(chunk);
+      const release = () => claimed.forEach((c) => useCache && releaseChunk(fileOf(c)));
+      try {
+        await Promise.all(claimed.map(compute));
+      } finally {
+        release();
+      }
+      for (const chunk of others) {
+        const file = fileOf(chunk);
+        for (;;) {
+          const feats = readChunkFile(file, settings, chunk.length);
+          if (feats) {
+            place(chunk, feats);
+            sink.tick(chunk.length);
+            shared += chunk.reduce((a, l) => a + l.length, 0);
+            break;
           }
-          await Promise.all(batches);
-          const chunkKeys = Buffer.concat(chunk.map((positions) => keys.subarray(positions[0] * KEY_BYTES, (positions[0] + 1) * KEY_BYTES)));
-          chunk.forEach((positions, j) => {
-            const row = feats.subarray(j * dim, (j + 1) * dim);
-            for (const p of positions) out.set(row, p * dim);
-          });
-          if (useCache) {
-            const name = crypto.createHash('md5').update(chunkKeys).digest('hex') + '.feat';
-            // A read-only or full cache folder costs the caching, never the features just computed.
-            bestEffortWrite(`feature cache in ${folder}`, () => writeFileAtomic(path.join(folder, name), encodeChunk(settings, chunkKeys, feats)));
+          if (claimChunk(file)) {
+            try {
+              await compute(chunk);
+            } finally {
+              releaseChunk(file);
+            }
+            break;
           }
-        }),
-      );
+          await new Promise((r) => setTimeout(r, CLAIM_POLL_MS));
+        }
+      }
     } catch (err) {
       if (nWorkers > 0) pool?.cancelQueued(err as Error);
       sink.done('failed');
       throw err;
     }
-    sink.done(`${computed} computed, ${cached} from cache`);
+    sink.done(`${toCompute - shared} computed, ${cached + shared} from cache${shared ? ` (${shared} computed meanwhile by another run)` : ''}`);
   }
-  return { data: out, n, dim, stats: { cached, computed, seconds: (Date.now() - t0) / 1000, workers: nWorkers } };
+  return { data: out, n, dim, stats: { cached: cached + shared, computed: toCompute - shared, seconds: (Date.now() - t0) / 1000, workers: nWorkers } };
 }

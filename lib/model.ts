@@ -226,10 +226,26 @@ export async function loadModel(dir: string = MODEL_DIR): Promise<{ model: tf.La
   } catch (err) {
     throw new Error(`${metaFile}: unreadable model metadata (${(err as Error).message.split('\n')[0]})`);
   }
+  checkMetadata(metadata, metaFile);
   const artifacts = await fileLoadHandler(dir).load!();
   const model = await tf.loadLayersModel(tf.io.fromMemory(artifacts));
   if (tf.getBackend() === 'tensorflow') await attachFrozenGraph(model, artifacts);
   return { model, metadata };
+}
+
+/** One line naming the file and the first field that is not what a saved classifier's metadata holds. */
+function checkMetadata(m: unknown, file: string): asserts m is ModelMetadata {
+  const bad = (field: string, expected: string) => new Error(`${file}: bad model metadata: "${field}" should be ${expected}`);
+  if (!m || typeof m !== 'object' || Array.isArray(m)) throw new Error(`${file}: bad model metadata: expected a JSON object`);
+  const x = m as Record<string, any>;
+  if (!Array.isArray(x.backbones) || x.backbones.length === 0 || !x.backbones.every((b: unknown) => typeof b === 'string' && b in BACKBONES)) {
+    throw bad('backbones', `a non-empty list of ${Object.keys(BACKBONES).join(' / ')}`);
+  }
+  if (!Number.isInteger(x.resolution) || x.resolution < 32) throw bad('resolution', 'an integer >= 32');
+  if (!Array.isArray(x.classNames) || !x.classNames.every((c: unknown) => typeof c === 'string')) throw bad('classNames', 'a list of class names');
+  if (!x.head || typeof x.head !== 'object' || !Number.isInteger(x.head.inputDim) || !Number.isInteger(x.head.units)) {
+    throw bad('head', 'the head configuration ({ inputDim, units, dropout, ... })');
+  }
 }
 
 /** Saved classifiers loaded on the tensorflow backend, with their frozen TF graph (see predictPixels). */
