@@ -9,10 +9,12 @@
 // tfjs-node's own compiled schema (dist/proto/api_pb.js), so no Python or TensorFlow tooling is needed.
 import * as crypto from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { writeFileAtomic } from './atomic';
 import { loadedNative } from './native';
+import { unwritableReason } from './writable';
 
 /** Bump when the emitted graph changes: cached graphs of another version are rebuilt. */
 export const GRAPH_WRITER_VERSION = 'graph-v1';
@@ -377,7 +379,11 @@ export function savedModelBytes(spec: GraphSpec): Uint8Array {
 
 /** Write the spec's SavedModel under `root/<label>-<key>/` once (atomic folder rename); returns the folder. */
 export function ensureSavedModel(spec: GraphSpec, root: string, label: string): string {
-  const dir = path.join(root, `${label}-${graphKey(spec)}`);
+  const key = `${label}-${graphKey(spec)}`;
+  let dir = path.join(root, key);
+  if (fs.existsSync(path.join(dir, 'saved_model.pb'))) return dir;
+  // TF loads a SavedModel from disk: where the cache cannot be written (read-only DATA_DIR) use a temp folder.
+  if (unwritableReason(root)) dir = path.join(os.tmpdir(), 'cifar10-graphs', key);
   if (fs.existsSync(path.join(dir, 'saved_model.pb'))) return dir;
   const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
   fs.mkdirSync(path.join(tmp, 'variables'), { recursive: true });

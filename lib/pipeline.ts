@@ -1,6 +1,7 @@
 // The steps `npm start` and the notebooks share: the labelled splits, (concatenated, multi-view) features for a
 // split, and the slow end-to-end mode (pixel-space augmentation through the frozen backbone every epoch).
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { AUG_VIEW_OPTIONS, AugmentOptions, randomAugment } from './augment';
@@ -255,23 +256,26 @@ export async function saveClassifier(opts: {
   // Staged inside the target folder (the one checked writable up front), moved up file by file after the check.
   const staging = path.join(target, `.staging-${process.pid}-${Date.now()}`);
   const model = await assembleModel({ backbones, resolution: opts.params.resolution, head: opts.head });
+  const meta: ModelMetadata = {
+    backbones,
+    resolution: opts.params.resolution,
+    classNames: opts.splits.classNames,
+    head: headConfigOf(opts.head),
+    metrics: metricsOf(opts.evals),
+    date: new Date().toISOString(),
+    gitCommit: gitCommit(),
+    runId: opts.runId,
+    training: { ...opts.training, trainViews: opts.params.views.split(','), tta: opts.params.tta },
+    note: 'Accuracies marked "+ TTA" average plain and flipped predictions; the saved model predicts the plain view.',
+  };
   try {
-    await saveModel(
-      model,
-      {
-        backbones,
-        resolution: opts.params.resolution,
-        classNames: opts.splits.classNames,
-        head: headConfigOf(opts.head),
-        metrics: metricsOf(opts.evals),
-        date: new Date().toISOString(),
-        gitCommit: gitCommit(),
-        runId: opts.runId,
-        training: { ...opts.training, trainViews: opts.params.views.split(','), tta: opts.params.tta },
-        note: 'Accuracies marked "+ TTA" average plain and flipped predictions; the saved model predicts the plain view.',
-      },
-      staging,
-    );
+    await saveModel(model, meta, staging);
+  } catch (err) {
+    // The folder went away or became unwritable after the up-front check: the training must not be lost with it.
+    const rescued = path.join(os.tmpdir(), `cifar10-model-rescued-${Date.now()}`);
+    await saveModel(model, meta, rescued);
+    fs.rmSync(staging, { recursive: true, force: true });
+    throw new Error(`${target}: could not save the model (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); it was saved to ${rescued} instead`);
   } finally {
     model.dispose();
   }

@@ -1,7 +1,7 @@
 // Failures that must not lie: the reliability suite. Each case builds its own fixtures (a stand-in backbone, a
 // synthetic CIFAR-10 folder, broken copies, read-only mounts), runs the real entry points as a user would, and
 // asserts the exit status, the one-line message, and that finished work survives.
-import { test, before } from 'node:test';
+import { test, before, describe } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -195,4 +195,79 @@ test('two runs sharing one DATA_DIR share the work and agree', async () => {
   // 6,000 images are 3 chunks: together they computed each chunk once (not 12,000 images).
   assert.ok(a.computed + b.computed <= 6000, `computed ${a.computed} + ${b.computed}`);
   assert.deepEqual(fs.readdirSync(path.join(cache, 'features', 'mobilenet_v1_0.75')).length, 1);
+});
+
+test('a cold read-only DATA_DIR costs only the caching: the run finishes, says so, and saves its model', (t) => {
+  const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'empty-data-'));
+  const ro = readOnlyMount(empty);
+  if (!ro) return t.skip(NO_MOUNT);
+  try {
+    const model = path.join(work, 'cold-ro-model');
+    const r = run(MAIN, SMALL, { DATA_DIR: ro.path, MODEL_DIR: model });
+    assert.equal(r.status, 0, lastError(r));
+    assert.match(r.stdout, /note: DATA_DIR .* is not writable/);
+    assert.match(r.stderr, /note: feature cache in .* not saved \(.*\); continuing without it/);
+    assert.ok(fs.existsSync(path.join(model, 'model.json')), 'the model was saved');
+  } finally {
+    ro.release();
+  }
+});
+
+describe('saving the classifier', () => {
+  let setup: Awaited<ReturnType<typeof trainSmall>>;
+  before(async () => {
+    setup = await trainSmall();
+  });
+
+  /** A small trained head on stand-in features, everything saveClassifier needs. */
+  async function trainSmall() {
+    const { initBackend } = await import('../lib/backend');
+    const { loadCifar10 } = await import('../lib/data/cifar10');
+    const { evaluateHead, experimentSplits, featuresFor, EXPERIMENT } = await import('../lib/pipeline');
+    const { trainHead } = await import('../lib/train');
+    await initBackend({ log: () => {} });
+    process.env.CIFAR10_DIR = cifarDir;
+    const data = await loadCifar10({ download: false });
+    const p = { ...EXPERIMENT, backbones: 'mobilenet_v1_0.75', resolution: 32, trainLimit: 200, valLimit: 100, testLimit: 100, tta: false };
+    const splits = experimentSplits(data, p);
+    const fo = { backbones: ['mobilenet_v1_0.75' as const], resolution: 32, backbonesDir, cacheDir: path.join(work, 'save-cache'), progress: false };
+    const train = await featuresFor(splits.train, ['plain'], fo);
+    const val = await featuresFor(splits.val, ['plain'], fo);
+    const test = await featuresFor(splits.testFull, ['plain'], fo);
+    const res = await trainHead(train, val, { epochs: 1, lr: 0.001, dropout: 0.3 }, { progress: false, saveRun: false });
+    const evals = evaluateHead(res.head, val, test, splits);
+    return { p, splits, test, evals, head: res.head };
+  }
+  const save = async (dir: string, test = setup.test) => {
+    const { saveClassifier } = await import('../lib/pipeline');
+    process.env.BACKBONES_DIR = backbonesDir;
+    return saveClassifier({ head: setup.head, params: setup.p, splits: setup.splits, test, evals: setup.evals, training: {}, dir });
+  };
+
+  test('a saved model that disagrees with its cached features fails the save, and the previous model stays', async () => {
+    const dir = path.join(work, 'check-model');
+    const good = await save(dir);
+    assert.ok(good.maxDiff < 1e-4, `agreement ${good.maxDiff}`);
+    const before = fs.readFileSync(path.join(dir, 'weights.bin'));
+    // Features that did not come from these weights (as a stale cache would serve): every value halved.
+    const stale = { ...setup.test, views: setup.test.views.map((v) => v.map((x) => x * 0.5)) };
+    await assert.rejects(save(dir, stale), /the saved model disagrees with the head on cached features \(max \|dp\| = .* > 0\.001 on 16 test images\).*not saved/);
+    assert.deepEqual(fs.readFileSync(path.join(dir, 'weights.bin')), before, 'the previous model is untouched');
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('.staging')), [], 'no staging folder left');
+  });
+
+  test('a model folder that turns read-only after the up-front check: the model is rescued, not lost', async (t) => {
+    const target = fs.mkdtempSync(path.join(os.tmpdir(), 'late-'));
+    const ro = readOnlyMount(target);
+    if (!ro) return t.skip(NO_MOUNT);
+    try {
+      const err = await save(ro.path).then(() => undefined, (e: Error) => e);
+      assert.ok(err, 'the save must fail');
+      const m = /could not save the model \((\w+)\); it was saved to (\S+) instead$/.exec(err!.message);
+      assert.ok(m, err!.message);
+      assert.ok(fs.existsSync(path.join(m![2], 'model.json')) && fs.existsSync(path.join(m![2], 'metadata.json')), 'rescued files exist');
+    } finally {
+      ro.release();
+    }
+  });
 });
