@@ -56,7 +56,8 @@ function run(script: string, args: string[], env: Record<string, string | undefi
   const t0 = Date.now();
   const r = spawnSync(process.execPath, ['-r', TS_NODE, script, ...args], {
     cwd, encoding: 'utf8', timeout: 180_000,
-    env: { ...process.env, CIFAR10_DIR: cifarDir, BACKBONES_DIR: backbonesDir, INIT_CWD: undefined, ...env },
+    // Every run writes into the suite's temp folder unless a case says otherwise, never into the project.
+    env: { ...process.env, CIFAR10_DIR: cifarDir, BACKBONES_DIR: backbonesDir, INIT_CWD: undefined, DATA_DIR: path.join(work, 'data'), MODEL_DIR: path.join(work, 'model'), ...env },
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };
 }

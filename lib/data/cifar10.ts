@@ -120,6 +120,20 @@ export function readClassNames(dir: string): string[] {
   return names;
 }
 
+/** Test images 0..n-1 with their labels, read from the head of test_batch.bin (no need to load the rest). */
+export function readFirstTestImages(dir: string, n: number): { images: Uint8Array; labels: Uint8Array; n: number } {
+  const file = path.join(dir, TEST_FILE);
+  const buf = Buffer.alloc(n * RECORD_BYTES);
+  const fd = fs.openSync(file, 'r');
+  try {
+    const got = fs.readSync(fd, buf, 0, buf.length, 0);
+    if (got !== buf.length) throw new Error(`${file}: holds ${Math.floor(got / RECORD_BYTES)} records, expected at least ${n}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return parseBatch(buf, file);
+}
+
 /** Read a cifar-10-batches-bin folder. `recordsPerBatch` is only changed by tests on tiny files. */
 export function readCifar10Dir(dir: string, recordsPerBatch: number = RECORDS_PER_BATCH): Cifar10 {
   const classNames = readClassNames(dir);

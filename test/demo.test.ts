@@ -1,0 +1,187 @@
+// `npm run demo` in real Chromium (Debian's /usr/bin/chromium through playwright-core; never a downloaded browser):
+// a page built from a stand-in model, served locally with every request off its origin blocked, must show for
+// clicked samples, a chosen file and a dropped file the same top-3 and probabilities as lib's predictFile in Node,
+// and the same 32x32 view. Skips, saying why, when Chromium or playwright-core is missing.
+import { test, before, after } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import type { Server } from 'http';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../lib/backend';
+import { assembleModel, buildHead, headWeights, loadModel, saveModel, setHeadWeights } from '../lib/model';
+import { predictFile } from '../lib/predict';
+import { buildDemo, serveDir, writePng } from '../scripts/demo';
+import { fakeImages, writeFakeBackbone } from './fake-backbone';
+
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function playwright(): any {
+  try {
+    return require('playwright-core');
+  } catch {
+    return null;
+  }
+}
+const SKIP = !fs.existsSync(CHROMIUM)
+  ? `SKIPPED, NOT RUN: ${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM=path)`
+  : !playwright()
+    ? 'SKIPPED, NOT RUN: playwright-core is not installed (it is a devDependency: npm install)'
+    : null;
+
+let root: string;
+let modelDir: string;
+let files: { file: string; kind: string }[] = [];
+let server: Server | undefined;
+
+/** Pictures with structure (gradients, stripes, blocks), not noise: different images get different predictions. */
+function picture(w: number, h: number, seed: number): Uint8Array {
+  const noise = fakeImages(Math.ceil((w * h) / 1024), seed);
+  const rgb = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) {
+        const o = (y * w + x) * 3 + c;
+        const base = c === 0 ? (255 * x) / w : c === 1 ? (255 * y) / h : ((x >> 2) + (y >> 2) + seed) % 2 ? 220 : 30;
+        rgb[o] = Math.round(0.85 * ((base + seed * 53) % 256) + 0.15 * noise[o]);
+      }
+  return rgb;
+}
+
+before(async () => {
+  await initBackend({ log: () => {} });
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'demo-test-'));
+  const fake = await writeFakeBackbone(path.join(root, 'backbones'));
+  const head = buildHead({ inputDim: 768, units: 16, dropout: 0.2, seed: 3 });
+  const ws = headWeights(head);
+  const r = (shape: number[], lo: number, hi: number, seed: number) => tf.randomUniform(shape, lo, hi, 'float32', seed);
+  // spread-out logits, so the top-3 order is not decided by float noise
+  setHeadWeights(head, [r([768], 0.5, 1.5, 1), r([768], -0.2, 0.2, 2), r([768], 0, 0.5, 3), r([768], 0.05, 1, 4), ws[4], ws[5], tf.mul(ws[6], 8), ws[7]]);
+  const model = await assembleModel({ backbones: ['mobilenet_v1_0.75'], resolution: 48, head, backbonesDir: fake });
+  modelDir = path.join(root, 'model');
+  await saveModel(model, {
+    backbones: ['mobilenet_v1_0.75'], resolution: 48, classNames: NAMES, head: { inputDim: 768, units: 16, dropout: 0.2 },
+    metrics: { validation: 0.5 }, date: new Date().toISOString(), gitCommit: null,
+  }, modelDir);
+  tf.dispose([head, model] as any);
+  const samples = [0, 1, 2].map((i) => ({ pixels: picture(32, 32, 10 + i), name: `sample-${i}.png`, label: NAMES[i], index: i }));
+  buildDemo({ modelDir, outDir: path.join(root, 'demo'), samples });
+  files = [
+    ...samples.map((s) => ({ file: path.join(root, 'demo', 'samples', s.name), kind: 'sample' })),
+    { file: path.join(root, 'big.png'), kind: 'choose' }, // area averaging, non-integer factors
+    { file: path.join(root, 'small.png'), kind: 'drop' }, // bilinear enlarging
+    { file: path.join(root, 'wide.png'), kind: 'drop' },
+  ];
+  writePng(files[3].file, picture(97, 61, 4), 97, 61);
+  writePng(files[4].file, picture(20, 24, 5), 20, 24);
+  writePng(files[5].file, picture(150, 40, 6), 150, 40);
+  server = await serveDir(path.join(root, 'demo'), 0);
+});
+
+after(() => {
+  server?.close();
+  if (root) fs.rmSync(root, { recursive: true, force: true });
+});
+
+test('demo page in Chromium predicts what Node predicts, offline', { timeout: 180_000 }, async (t) => {
+  if (SKIP) return t.skip(SKIP);
+  const { model } = await loadModel(modelDir);
+  const want = files.map((f) => ({ ...f, ...predictFile(model, NAMES, f.file) }));
+  model.dispose();
+  for (let i = 1; i < want.length; i++) assert.notDeepEqual(want[i].top, want[0].top, 'test images must not all predict alike');
+
+  const origin = `http://127.0.0.1:${(server!.address() as net.AddressInfo).port}`;
+  const ctx = await playwright().chromium.launchPersistentContext(fs.mkdtempSync(path.join(root, 'profile-')), {
+    executablePath: CHROMIUM, args: ARGS, headless: true,
+  });
+  const offOrigin: string[] = [];
+  try {
+    await ctx.route('**', (route: any) => {
+      const url = route.request().url();
+      if (url.startsWith(`${origin}/`)) return route.continue();
+      offOrigin.push(url);
+      return route.abort();
+    });
+    // the page's pick (wasm), then the plain-JS fallback (webgl is left out: headless Chromium only has a
+    // deprecated software GL)
+    for (const query of ['', '?backend=cpu']) {
+      const page = await ctx.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e: Error) => errors.push(e.message));
+      await page.goto(`${origin}/${query}`);
+      await page.waitForFunction(() => ['ready', 'error'].includes((globalThis as any).demo?.status), null, { timeout: 60_000 });
+      const state = await page.evaluate(() => ({ status: (globalThis as any).demo.status, error: (globalThis as any).demo.error, backend: (globalThis as any).demo.backend }));
+      assert.equal(state.status, 'ready', `page${query} did not start: ${state.error}`);
+      assert.equal(await page.locator('#samples button').count(), 3);
+
+      let worst = 0;
+      for (const w of want) {
+        const before = await page.evaluate(() => (globalThis as any).demo.predictions);
+        if (w.kind === 'sample') {
+          await page.locator(`#samples button[data-file="samples/${path.basename(w.file)}"]`).click();
+        } else if (w.kind === 'choose') {
+          await page.setInputFiles('#file', w.file);
+        } else {
+          const bytes = Array.from(fs.readFileSync(w.file));
+          const dt = await page.evaluateHandle(({ bytes, name }: { bytes: number[]; name: string }) => {
+            const d = new (globalThis as any).DataTransfer();
+            d.items.add(new (globalThis as any).File([new Uint8Array(bytes)], name, { type: 'image/png' }));
+            return d;
+          }, { bytes, name: path.basename(w.file) });
+          await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+        }
+        await page.waitForFunction((n: number) => (globalThis as any).demo.predictions > n || (globalThis as any).demo.error, before, { timeout: 30_000 });
+        assert.equal(await page.evaluate(() => (globalThis as any).demo.error), null, `${w.kind} ${path.basename(w.file)}: the page reports an error`);
+        const got = await page.evaluate(() => ({
+          last: (globalThis as any).demo.last,
+          shown: [...(globalThis as any).document.querySelectorAll('#top li')].map((li: any) => ({ name: li.dataset.class, probability: Number(li.dataset.probability), text: li.textContent })),
+        }));
+        const label = `${state.backend}: ${w.kind} ${path.basename(w.file)}`;
+        assert.deepEqual(got.last.pixels, Array.from(w.pixels), `${label}: the page's 32x32 view differs from lib/predict's`);
+        assert.deepEqual(got.shown.map((x: any) => x.name), w.top.map((x) => x.name), `${label}: top-3 classes`);
+        for (const [j, x] of got.shown.entries()) {
+          worst = Math.max(worst, Math.abs(x.probability - w.top[j].probability));
+          assert.ok(Math.abs(x.probability - w.top[j].probability) <= 1e-3, `${label}: ${x.name} ${x.probability} in the page, ${w.top[j].probability} in Node`);
+          assert.ok(x.text.includes(`${(100 * x.probability).toFixed(1)}%`), `${label}: bar text "${x.text}"`);
+        }
+        assert.equal(await page.locator('#result').isVisible(), true);
+      }
+      t.diagnostic(`backend ${state.backend}: ${want.length} images (3 clicked, 1 chosen, 2 dropped), max |p_page - p_node| over the top 3 = ${worst.toExponential(2)}`);
+      assert.deepEqual(errors, [], 'page errors');
+      await page.close();
+    }
+    assert.deepEqual(offOrigin, [], 'requests outside the page origin');
+
+    // file:// (no server): Chromium refuses module scripts and fetch() there; the page must say so, not hang.
+    await ctx.unroute('**'); // the route sees file:// navigations too
+    const local = await ctx.newPage();
+    await local.goto(`file://${path.join(root, 'demo', 'index.html')}`);
+    await local.waitForTimeout(500);
+    assert.match(await local.locator('#status').textContent(), /file:\/\/.*Serve this folder over HTTP/);
+    const fetched = await local.evaluate(() => fetch('model/model.json').then(() => 'loaded', (e: Error) => `refused (${e.message})`));
+    t.diagnostic(`file:// fetch of model/model.json: ${fetched}`);
+    assert.match(fetched, /^refused/, 'Chromium now fetches over file://: the README and the page message can be relaxed');
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('the demo builder refuses to wipe a folder that is not a demo build', () => {
+  const dir = fs.mkdtempSync(path.join(root, 'other-'));
+  fs.writeFileSync(path.join(dir, 'precious.txt'), 'keep');
+  assert.throws(() => buildDemo({ modelDir, outDir: dir, samples: [] }), /not empty.*refusing/);
+  assert.ok(fs.existsSync(path.join(dir, 'precious.txt')));
+});
+
+test('the static server serves files with their types and nothing outside its folder', async () => {
+  const origin = `http://127.0.0.1:${(server!.address() as net.AddressInfo).port}`;
+  const wasm = await fetch(`${origin}/vendor/tfjs-backend-wasm-simd.wasm`);
+  assert.equal(wasm.headers.get('content-type'), 'application/wasm');
+  assert.equal((await fetch(`${origin}/`)).headers.get('content-type'), 'text/html; charset=utf-8');
+  for (const p of ['/..%2f..%2fetc%2fpasswd', '/%2e%2e/%2e%2e/etc/passwd', '/nope.js']) assert.equal((await fetch(`${origin}${p}`)).status, 404, p);
+});
