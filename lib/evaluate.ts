@@ -1,6 +1,7 @@
 // Evaluating a classifier's predictions: accuracy, per-class precision/recall/F1, confusion matrix, most-confused
 // pairs, top losses, and test-time augmentation (average of plain + flipped predictions). Every report names its
 // split, because in the shared copy only test images 0-999 are exact (see lib/data/cifar10 EXACT_TEST_RANGE).
+import { percent } from './format';
 import * as tf from '@tensorflow/tfjs';
 import { formatTable } from './runs';
 
@@ -172,15 +173,14 @@ export function predictTTA(head: tf.LayersModel, views: Float32Array[], n: numbe
   return sum;
 }
 
-const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 
 /** A printable report: accuracy, per-class table, most-confused pairs, top losses. */
 export function formatEvaluation(ev: Evaluation, opts: { topLosses?: number } = {}): string {
-  const lines = [`${ev.split}: accuracy ${pct(ev.accuracy)} on ${ev.n} images (loss ${ev.loss.toFixed(4)})`];
+  const lines = [`${ev.split}: accuracy ${percent(ev.accuracy)} on ${ev.n} images (loss ${ev.loss.toFixed(4)})`];
   lines.push(
     formatTable(
       ['class', 'precision', 'recall', 'F1', 'support'],
-      ev.perClass.map((c) => [c.name, pct(c.precision), pct(c.recall), pct(c.f1), String(c.support)]),
+      ev.perClass.map((c) => [c.name, percent(c.precision), percent(c.recall), percent(c.f1), String(c.support)]),
     ),
   );
   lines.push(`most confused (true -> predicted): ${ev.mostConfused.map((p) => `${p.trueClass} -> ${p.predicted} (${p.count})`).join(', ')}`);

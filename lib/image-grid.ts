@@ -40,6 +40,10 @@ export interface ImageGridOptions {
   gap?: number;
   /** One caption per image, drawn under it (truncated to the tile width). */
   labels?: string[];
+  /** Columns that belong together (e.g. an image and its heat maps): `groupGap` pixels between groups (default off). */
+  groupSize?: number;
+  /** Pixels between groups of `groupSize` columns (default 14). */
+  groupGap?: number;
 }
 
 /** Draw `text` into an RGBA buffer at (x0, y0) with pixel size `s`, clipped to `maxW`. */
@@ -83,11 +87,15 @@ export function imageGrid(images: Uint8Array, n: number, opts: ImageGridOptions)
   const th = h * scale;
   const fs = tw >= 120 ? 2 : 1; // caption pixel size
   const capH = opts.labels ? 5 * fs + 4 : 0;
-  const png = new PNG({ width: cols * tw + (cols + 1) * gap, height: rows * (th + capH) + (rows + 1) * gap });
+  const group = opts.groupSize ?? 0;
+  if (group && (!Number.isInteger(group) || group < 1)) throw new Error(`imageGrid: groupSize must be a positive integer, got ${group}`);
+  const extra = group ? (opts.groupGap ?? 14) - gap : 0; // added after every `group` columns
+  const colX = (c: number) => gap + c * (tw + gap) + (group ? Math.floor(c / group) * extra : 0);
+  const png = new PNG({ width: colX(cols - 1) + tw + gap, height: rows * (th + capH) + (rows + 1) * gap });
   png.data.fill(40); // dark background, opaque below
   for (let i = 3; i < png.data.length; i += 4) png.data[i] = 255;
   for (let i = 0; i < n; i++) {
-    const x0 = gap + (i % cols) * (tw + gap);
+    const x0 = colX(i % cols);
     const y0 = gap + Math.floor(i / cols) * (th + capH + gap);
     const base = i * h * w * ch;
     for (let y = 0; y < th; y++) {

@@ -1,65 +1,57 @@
-// Notebook parameters (our papermill): a notebook's parameters cell declares typed defaults, and environment
-// variables override them, so CI runs a smoke configuration (`npm run notebooks -- -p NB_TRAIN_LIMIT=2000`, or
-// plain env vars) and a user the full one, without editing the notebook.
+// Notebook parameters (our papermill): a notebook's parameters cell declares typed defaults — usually the
+// experiment's (lib/config.ts, the same schema `npm start` uses) plus a few of its own — and environment variables
+// override them, so CI runs a smoke configuration and a user the full one without editing the notebook.
 //
-// Naming: NB_ + the key in UPPER_SNAKE_CASE: trainLimit → NB_TRAIN_LIMIT, backbone → NB_BACKBONE,
-// imageSize → NB_IMAGE_SIZE, useTTA → NB_USE_TTA, top5 → NB_TOP5.
-// Parsing follows the default's type: number ("2000", "1e-3"), boolean (true/false/1/0/yes/no/on/off),
-// string (as is). An empty variable counts as unset.
+// The variable of a setting is the schema's (`trainLimit` → TRAIN_LIMIT, exactly as for `npm start`); a
+// notebook's own keys follow the same rule (`lrFindSteps` → LR_FIND_STEPS). Experiment settings are parsed and
+// bounded by the schema; the others by their default's type: decimal numbers, booleans (true/false/yes/no/on/off/
+// 1/0), strings as they are.
+import { envOf, parseSetting, SETTINGS, SettingKey } from './config';
 
-export type ParamValue = string | number | boolean;
+export type ParamValue = string | number | boolean | string[] | null;
 
 /** The environment variable that overrides parameter `key`. */
-export function paramEnvName(key: string, prefix = 'NB_'): string {
-  const snake = key
-    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
-    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1_$2')
-    .replace(/[^A-Za-z0-9]+/g, '_');
-  return prefix + snake.toUpperCase();
-}
+export const paramEnvName = envOf;
 
-function parseValue(key: string, envName: string, raw: string, def: ParamValue): ParamValue {
+function parseOwn(key: string, name: string, raw: string, def: ParamValue): ParamValue {
   const v = raw.trim();
-  const bad = (what: string) =>
-    new Error(`parameter ${key}: ${envName}=${JSON.stringify(raw)} is not ${what} (default ${JSON.stringify(def)})`);
+  const bad = (what: string) => new Error(`parameter ${key}: ${name}=${JSON.stringify(raw)} is not ${what} (default ${JSON.stringify(def)})`);
   if (typeof def === 'number') {
-    const n = Number(v);
-    if (v === '' || !Number.isFinite(n)) throw bad('a number');
-    return n;
+    if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(v)) throw bad('a decimal number');
+    return Number(v);
   }
   if (typeof def === 'boolean') {
     if (/^(true|1|yes|on)$/i.test(v)) return true;
     if (/^(false|0|no|off)$/i.test(v)) return false;
     throw bad('a boolean (true/false/1/0/yes/no/on/off)');
   }
+  if (Array.isArray(def)) return v.split(',').map((x) => x.trim()).filter(Boolean);
   return raw;
 }
 
 export interface ParamsOptions {
   /** Defaults to process.env. */
   env?: NodeJS.ProcessEnv;
-  prefix?: string;
   /** Print nothing (default: one line listing the effective values, overridden ones marked). */
   quiet?: boolean;
 }
 
 /**
- * `defaults` overridden by NB_* environment variables (see the naming above); throws one clear line for a value
- * that does not parse as the default's type. Prints the effective values so an executed notebook records them.
+ * `defaults` overridden by environment variables (see the naming above); throws one clear line for a value that
+ * does not parse. Prints the effective values so an executed notebook records what it ran with.
  */
 export function params<T extends Record<string, ParamValue>>(defaults: T, opts: ParamsOptions = {}): Readonly<T> {
   const env = opts.env ?? process.env;
   const out: Record<string, ParamValue> = {};
   const shown: string[] = [];
   for (const [key, def] of Object.entries(defaults)) {
-    if (!['string', 'number', 'boolean'].includes(typeof def)) {
-      throw new Error(`parameter ${key}: default must be a string, number or boolean, got ${typeof def}`);
-    }
-    const name = paramEnvName(key, opts.prefix);
+    const name = envOf(key);
     const raw = env[name];
-    const overridden = raw !== undefined && raw !== '';
-    out[key] = overridden ? parseValue(key, name, raw, def) : def;
-    shown.push(`${key}=${JSON.stringify(out[key])}${overridden ? ` (${name})` : ''}`);
+    const overridden = raw !== undefined;
+    let value: ParamValue = Array.isArray(def) ? [...def] : def;
+    if (overridden) value = key in SETTINGS ? (parseSetting(key as SettingKey, raw, `${name}=${JSON.stringify(raw)}`) as ParamValue) : parseOwn(key, name, raw, def);
+    out[key] = value;
+    shown.push(`${key}=${Array.isArray(value) ? value.join(',') : JSON.stringify(value)}${overridden ? ` (${name})` : ''}`);
   }
   if (!opts.quiet) console.log(`parameters: ${shown.join(', ')}`);
   return Object.freeze(out) as Readonly<T>;

@@ -11,6 +11,7 @@ import { evaluate, Evaluation, predictFeatures, predictTTA, SPLIT_LABELS } from 
 import { extractFeatures } from './features';
 import { assembleModel, buildHead, gitCommit, headConfigOf, headWeights, loadModel, MODEL_DIR, ModelMetadata, predictPixels, saveModel, setHeadWeights } from './model';
 import { ProgressSink } from './progress';
+import { defaultConfig, ExperimentConfig } from './config';
 import { concatFeatures, DEFAULT_TRAIN, LabeledFeatures, SEED_SWEEP, subsetFeatures, sweep, SweepResult, TrainConfig, TrainOptions, trainHead, TrainResult } from './train';
 
 export interface Splits {
@@ -128,46 +129,15 @@ export async function trainEndToEnd(
 // notebooks run with full parameters reproduce the `npm start` model.
 
 /**
- * Defaults of the experiment — the configuration measured in the README. Flat, so notebooks can pass them to
- * params() and override any by NB_* env vars, and `npm start` maps its flags onto the same keys.
+ * The experiment's defaults (lib/config.ts), typed: the configuration measured in the README. Notebooks pass them
+ * to params() (any overridden by its env var) and `npm start` resolves its flags onto the same keys.
  */
-export const EXPERIMENT = {
-  /** Stratified caps for smoke runs; 0 = everything. testLimit keeps test images 0..N-1. */
-  trainLimit: 0,
-  valLimit: 0,
-  testLimit: 0,
-  /** Comma list; features are concatenated in this order. */
-  backbones: 'mobilenet_v1_0.75,mobilenet_v2',
-  resolution: 160,
-  /** Cached training views sampled per epoch ('plain,flip' gains ~0.4 points but costs ~11 min of cold extraction). */
-  views: 'plain',
-  /** Test-time augmentation at evaluation: average of plain + flip predictions. */
-  tta: true,
-  /** Seed of the validation split (fixed, so every run holds out the same 5,000 images). */
-  splitSeed: 42,
-  /** Seed of head initialisation, sampling and dropout. */
-  seed: 1,
-  /** The 4 x 2 learning-rate x dropout sweep: epochs per run (0 skips it) on a stratified subset of this size. */
-  sweepEpochs: 5,
-  sweepImages: 10000,
-  /** Final training (early stopping restores the best epoch). */
-  epochs: DEFAULT_TRAIN.epochs,
-  units: DEFAULT_TRAIN.units,
-  batchSize: DEFAULT_TRAIN.batchSize,
-};
-export type ExperimentParams = typeof EXPERIMENT;
-
-/** Validate a comma list of backbone names. */
-export function parseBackbones(list: string): BackboneName[] {
-  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
-  if (!names.length) throw new Error(`backbones "${list}": expected a comma list of ${Object.keys(BACKBONES).join(', ')}`);
-  for (const b of names) backboneSpec(b); // throws a one-line error naming the unknown one
-  return names as BackboneName[];
-}
+export const EXPERIMENT: Readonly<ExperimentConfig> = Object.freeze(defaultConfig());
+export type ExperimentParams = ExperimentConfig;
 
 /** The feature options every extraction of one experiment uses. */
-export function featureOptions(p: Pick<ExperimentParams, 'backbones' | 'resolution'> & { workers?: number }): FeatureOptions {
-  return { backbones: parseBackbones(p.backbones), resolution: p.resolution, workers: p.workers };
+export function featureOptions(p: Pick<ExperimentParams, 'backbones' | 'resolution'> & { workers?: number | null }): FeatureOptions {
+  return { backbones: [...p.backbones], resolution: p.resolution, workers: p.workers ?? undefined };
 }
 
 /** The splits of one experiment (validation carved from the training set with the fixed split seed). */
@@ -251,7 +221,7 @@ export async function saveClassifier(opts: {
   runId?: string;
   dir?: string;
 }): Promise<{ dir: string; maxDiff: number }> {
-  const backbones = parseBackbones(opts.params.backbones);
+  const backbones = [...opts.params.backbones];
   const target = opts.dir ?? MODEL_DIR;
   // Staged inside the target folder (the one checked writable up front), moved up file by file after the check.
   const staging = path.join(target, `.staging-${process.pid}-${Date.now()}`);
@@ -265,7 +235,7 @@ export async function saveClassifier(opts: {
     date: new Date().toISOString(),
     gitCommit: gitCommit(),
     runId: opts.runId,
-    training: { ...opts.training, trainViews: opts.params.views.split(','), tta: opts.params.tta },
+    training: { ...opts.training, trainViews: [...opts.params.views], tta: opts.params.tta },
     note: 'Accuracies marked "+ TTA" average plain and flipped predictions; the saved model predicts the plain view.',
   };
   try {
@@ -336,7 +306,7 @@ export async function compareRegimes(
   const cfg: Partial<TrainConfig> = { ...opts.config, epochs: opts.epochs, patience: 0, seed: p.seed };
   const val = await featuresFor(small.val, ['plain'], fo);
   const t0 = Date.now();
-  const train = await featuresFor(small.train, p.views.split(','), fo);
+  const train = await featuresFor(small.train, [...p.views], fo);
   const cached = await trainHead(train, val, cfg, { label: 'cached views', run: { kind: 'train', slug: 'compare-cached', data: { compare: 'cached' } } });
   const cachedSeconds = (Date.now() - t0) / 1000;
   const e2e = await trainEndToEnd(small.train, val, cfg, { ...fo, augment: AUG_VIEW_OPTIONS, seed: p.seed }, { run: { slug: 'compare-e2e' } });
@@ -346,7 +316,7 @@ export async function compareRegimes(
     images: small.train.n,
     epochs: opts.epochs,
     rows: [
-      { regime: `cached views (${p.views})`, valAccuracy: cached.bestValAcc, seconds: cachedSeconds },
+      { regime: `cached views (${p.views.join(',')})`, valAccuracy: cached.bestValAcc, seconds: cachedSeconds },
       { regime: 'end-to-end (augment + backbones every epoch)', valAccuracy: e2e.bestValAcc, seconds: e2e.seconds },
     ],
   };
@@ -354,7 +324,7 @@ export async function compareRegimes(
 
 /** What the run log records about the data of every run of an experiment. */
 export function runData(p: ExperimentParams): Record<string, unknown> {
-  return { backbones: parseBackbones(p.backbones), resolution: p.resolution, trainViews: p.views.split(','), tta: p.tta };
+  return { backbones: p.backbones, resolution: p.resolution, trainViews: p.views, tta: p.tta };
 }
 
 /** Head settings shared by the sweep and the final training. */

@@ -136,6 +136,35 @@ export function scatter(opts: Common & { series: Series[]; markers?: Marker[]; l
   return fig;
 }
 
+/** Ten distinct colours (matplotlib's tab10), one per CIFAR-10 class. */
+export const CLASS_COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+
+/**
+ * A 2-D embedding (e.g. UMAP of features) coloured by class: one trace per class, so the legend names the colours
+ * and clicking a class hides it; `hover[i]` is point i's hover text (e.g. class and image index). `xy` holds
+ * x0, y0, x1, y1, ... The axes carry no ticks: embedding coordinates have no units.
+ */
+export function embeddingScatter(opts: Common & { xy: Num; labels: ArrayLike<number>; classNames: string[]; hover?: string[]; markerSize?: number }): Figure {
+  const n = opts.labels.length;
+  if (opts.xy.length !== 2 * n) throw new Error(`embeddingScatter: ${opts.xy.length} coordinates for ${n} points (expected ${2 * n})`);
+  if (opts.hover && opts.hover.length !== n) throw new Error(`embeddingScatter: ${opts.hover.length} hover texts for ${n} points`);
+  const data = opts.classNames.map((name, c) => {
+    const idx: number[] = [];
+    for (let i = 0; i < n; i++) if (opts.labels[i] === c) idx.push(i);
+    return {
+      type: 'scatter', mode: 'markers', name,
+      x: idx.map((i) => Number(opts.xy[2 * i].toFixed(3))), y: idx.map((i) => Number(opts.xy[2 * i + 1].toFixed(3))),
+      marker: { size: opts.markerSize ?? 5, opacity: 0.75, color: CLASS_COLORS[c % CLASS_COLORS.length] },
+      ...(opts.hover ? { text: idx.map((i) => opts.hover![i]), hovertemplate: '%{text}<extra></extra>' } : { hovertemplate: `${name}<extra></extra>` }),
+    };
+  });
+  const axis = { showticklabels: false, ticks: '', zeroline: false, showgrid: false, title: { text: '' } };
+  const l = layout({ height: 640, ...opts }, { legend: { itemsizing: 'constant', title: { text: 'class' } }, hovermode: 'closest' });
+  l.xaxis = { ...axis, title: { text: opts.xTitle ?? '' } };
+  l.yaxis = { ...axis, title: { text: opts.yTitle ?? '' }, scaleanchor: 'x' };
+  return { data, layout: l };
+}
+
 /** A heatmap with labelled axes; cell values printed when `showValues` (default: for up to 20x20 cells). */
 export function heatmap(opts: Common & { z: Num[]; x: Label[]; y: Label[]; showValues?: boolean; valueFormat?: string; colorscale?: string; zmin?: number; zmax?: number }): Figure {
   const z = opts.z.map(arr);

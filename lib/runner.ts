@@ -19,6 +19,8 @@ export interface RunNotebookOptions {
   startupTimeoutSec?: number;
   /** Extra environment for the kernel (notebook parameters), on top of this process's env. */
   env?: Record<string, string>;
+  /** Environment variables to record in the notebook's metadata when set (the parameters the caller knows of). */
+  recordEnv?: readonly string[];
   /** Kernelspec name under jupyter/kernels (default: the notebook's own if the project has it, else cifar10-tslab). */
   kernelName?: string;
   /** Progress lines (default: none). */
@@ -176,7 +178,10 @@ export async function runNotebook(file: string, opts: RunNotebookOptions = {}): 
       executed_at: new Date(t0).toISOString(),
       seconds: Math.round((Date.now() - t0) / 100) / 10,
       status,
-      params: Object.fromEntries(Object.entries(opts.env ?? {}).concat(Object.entries(process.env).filter(([k]) => k.startsWith('NB_')) as [string, string][])),
+      // What the notebook ran with: the -p values, and those of the named variables set in the environment.
+      params: Object.fromEntries(
+        Object.entries(process.env).filter(([k]) => opts.recordEnv?.includes(k)).concat(Object.entries(opts.env ?? {})) as [string, string][],
+      ),
     };
     writeNotebook(outFile, nb);
   };

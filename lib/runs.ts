@@ -5,6 +5,9 @@ import * as path from 'path';
 import { writeJsonAtomic } from './atomic';
 import { dataDir } from './paths';
 import { bestEffortWrite } from './writable';
+import { formatTable, percent } from './format';
+
+export { formatTable };
 
 export interface EpochRecord {
   epoch: number; // 1-based
@@ -93,7 +96,6 @@ export function listRuns(filter: { kind?: RunRecord['kind']; group?: string } = 
   return runs;
 }
 
-const pct = (x: number | null | undefined) => (x == null || !isFinite(x) ? '-' : `${(100 * x).toFixed(2)}%`);
 
 /** A plain-text table comparing runs (monospace; also fine in a notebook <pre>). */
 export function runsTable(runs: RunRecord[], columns: string[] = ['lr', 'dropout', 'units', 'epochs', 'batchSize']): string {
@@ -101,18 +103,11 @@ export function runsTable(runs: RunRecord[], columns: string[] = ['lr', 'dropout
   const rows = runs.map((r) => [
     ...columns.map((c) => String(r.params[c] ?? '-')),
     `${r.bestEpoch}/${r.history.length}`,
-    pct(r.valAccuracy),
+    percent(r.valAccuracy),
     isFinite(r.valLoss) ? r.valLoss.toFixed(4) : '-',
-    pct(r.testAccuracy),
+    percent(r.testAccuracy),
     r.secondsPerEpoch.toFixed(2),
     r.stopReason,
   ]);
   return formatTable(header, rows);
-}
-
-/** Left-aligned monospace table with a rule under the header. */
-export function formatTable(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (c ?? '').padEnd(widths[i])).join('  ').trimEnd();
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }

@@ -10,6 +10,7 @@
 // scalar is read per step (wasm is synchronous: the read stalls no pipeline). What remains is two big matmuls per
 // step (three with bnAffine), so the epoch time is set by D x units. The trained weights go into a regular tfjs
 // head model (lib/model.ts) for evaluation, assembling and saving.
+import { formatTable, percent } from './format';
 import * as tf from '@tensorflow/tfjs';
 import { buildHead, BN_EPSILON, BN_MOMENTUM, headWeights, NUM_CLASSES, setHeadWeights } from './model';
 import { progress, silentProgress, ProgressSink } from './progress';
@@ -466,7 +467,6 @@ function fullConfig(cfg: Partial<TrainConfig>): TrainConfig {
   return c;
 }
 
-const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 
 /**
  * Train the head on cached features with early stopping on validation that RESTORES the best epoch's weights, an
@@ -518,8 +518,8 @@ export async function trainHead(
         snapshot = trainer.weights();
       }
       if (opts.onEpochEnd) await opts.onEpochEnd(rec, () => trainer.weights());
-      opts.log?.(`${label} epoch ${epoch + 1}/${cfg.epochs} lr ${lr.toExponential(2)} loss ${loss.toFixed(4)} val ${pct(ev.acc)} (loss ${ev.loss.toFixed(4)}) ${rec.seconds.toFixed(1)} s${improved ? ' *' : ''}`);
-      bar.tick(1, `loss ${loss.toFixed(3)} val ${pct(ev.acc)} best ${pct(best.acc)}@${best.epoch}`);
+      opts.log?.(`${label} epoch ${epoch + 1}/${cfg.epochs} lr ${lr.toExponential(2)} loss ${loss.toFixed(4)} val ${percent(ev.acc)} (loss ${ev.loss.toFixed(4)}) ${rec.seconds.toFixed(1)} s${improved ? ' *' : ''}`);
+      bar.tick(1, `loss ${loss.toFixed(3)} val ${percent(ev.acc)} best ${percent(best.acc)}@${best.epoch}`);
       if (cfg.patience > 0 && epoch + 1 - best.epoch >= cfg.patience) {
         stopReason = 'early-stop';
         break;
@@ -530,7 +530,7 @@ export async function trainHead(
     const head = trainer.toHead();
     const seconds = (Date.now() - t0) / 1000;
     const epochSeconds = history.reduce((a, h) => a + h.seconds, 0) / Math.max(1, history.length);
-    bar.done(`best val ${pct(best.acc)} at epoch ${best.epoch} (${stopReason})`);
+    bar.done(`best val ${percent(best.acc)} at epoch ${best.epoch} (${stopReason})`);
     const result: TrainResult = {
       head,
       config: cfg,
@@ -621,7 +621,7 @@ export async function sweep(
 export function sweepTable(results: TrainResult[], grid: SweepGrid): string {
   const cell = (lr: number, d: number) => {
     const r = results.find((x) => x.config.lr === lr && x.config.dropout === d);
-    return r ? `${pct(r.bestValAcc)} @${r.bestEpoch}` : '-';
+    return r ? `${percent(r.bestValAcc)} @${r.bestEpoch}` : '-';
   };
   const header = ['lr \\ dropout', ...grid.dropout.map(String), 's/epoch'];
   const rows = grid.lr.map((lr) => [
@@ -629,9 +629,7 @@ export function sweepTable(results: TrainResult[], grid: SweepGrid): string {
     ...grid.dropout.map((d) => cell(lr, d)),
     (results.filter((r) => r.config.lr === lr).reduce((a, r) => a + r.secondsPerEpoch, 0) / grid.dropout.length).toFixed(2),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (c: string[]) => c.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd();
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+  return formatTable(header, rows);
 }
 
 export interface LrFindResult {

@@ -23,7 +23,7 @@ const PROJECT_NOTEBOOKS: [string, { plots: number; images: number }][] = [
   ['notebooks/03-build.ipynb', { plots: 0, images: 0 }],
   ['notebooks/04-augment.ipynb', { plots: 1, images: 2 }],
   ['notebooks/05-train.ipynb', { plots: 4, images: 0 }],
-  ['notebooks/06-evaluate.ipynb', { plots: 3, images: 2 }],
+  ['notebooks/06-evaluate.ipynb', { plots: 4, images: 2 }],
 ];
 
 // typed loosely: playwright-core is an optional tool, not a project dependency (npm run typecheck must pass without it)
@@ -146,7 +146,7 @@ async function main(): Promise<void> {
     console.log(`screenshot: ${path.relative(process.cwd(), rshot)}`);
 
     // The project's own notebooks, run cell by cell in JupyterLab with the project kernel (smoke-size parameters
-    // come from the NB_* variables JupyterLab was started with).
+    // come from the settings' env vars JupyterLab was started with).
     for (const [source, want] of PROJECT_NOTEBOOKS) {
       // A copy, so JupyterLab's autosave never writes outputs into the project's notebooks.
       const copy = path.join(OUT, 'notebooks', path.basename(source));

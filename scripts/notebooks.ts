@@ -6,10 +6,11 @@ import * as path from 'path';
 import { killAllKernels } from '../lib/kernel';
 import { PROJECT_ROOT } from '../lib/paths';
 import { DEFAULT_OUT_DIR, NotebookRunError, runNotebook } from '../lib/runner';
+import { envOf, SETTINGS } from '../lib/config';
 
 const USAGE = `usage: npm run notebooks -- [notebook.ipynb...] [--in-place] [--out DIR] [--timeout SECONDS] [-p KEY=VALUE]... [--echo] [--kernel NAME]
   default notebooks: notebooks/*.ipynb in name order; executed copies go to out/notebooks/ unless --in-place.
-  --timeout  per-cell limit (default 1800); -p passes an env var to the kernel, e.g. -p NB_TRAIN_LIMIT=2000
+  --timeout  per-cell limit (default 1800); -p sets a notebook parameter (an env var of the kernel), e.g. -p TRAIN_LIMIT=2000
   --echo     print the cells' stdout/stderr while they run`;
 
 interface Args {
@@ -88,6 +89,7 @@ async function main(): Promise<number> {
         outFile: path.join(args.outDir, path.basename(file)),
         timeoutSec: args.timeoutSec,
         env: args.env,
+        recordEnv: Object.keys(SETTINGS).map(envOf), // the experiment's settings, wherever they were set
         kernelName: args.kernel,
         signal: controller.signal,
         log: (line) => console.error(line),

@@ -17,7 +17,7 @@ function executed(dir: string): { withPlots: string; plain: string } {
   const display = (fig: object) => ({ output_type: 'display_data', data: { [PLOTLY_MIME]: fig, 'text/html': [figureHtml(fig as never)], 'text/plain': ['<fig>'] }, metadata: {} });
   const nb = {
     nbformat: 4, nbformat_minor: 5,
-    metadata: { runner: { executed_at: '2024-01-01T00:00:00.000Z', seconds: 3.5, status: 'ok', params: { NB_TRAIN_LIMIT: '2000' } } },
+    metadata: { runner: { executed_at: '2024-01-01T00:00:00.000Z', seconds: 3.5, status: 'ok', params: { TRAIN_LIMIT: '2000' } } },
     cells: [
       { cell_type: 'markdown', id: 'm1', metadata: {}, source: ['# Loading the data\n', 'Some **bold** text.'] },
       { cell_type: 'code', id: 'c1', metadata: { runner: { seconds: 1.2 } }, execution_count: 1, source: 'show(fig)', outputs: [
@@ -54,7 +54,7 @@ test('one self-contained page per notebook plus an index', () => {
     assert.match(html, /<strong>bold<\/strong>/);
     assert.match(html, /<pre class="out stdout">100% done\n<\/pre>/, 'ANSI stripped, progress redraws collapsed');
     assert.match(html, /progress &lt;b&gt;/, 'code is escaped');
-    assert.match(html, /NB_TRAIN_LIMIT=2000/);
+    assert.match(html, /TRAIN_LIMIT=2000/);
     assert.ok(!/<script[^>]+src=|<link[^>]+href="http/.test(html), 'no external resources');
     const plainHtml = fs.readFileSync(path.join(out, '02-plain.html'), 'utf8');
     assert.equal(count(plainHtml, 'window.Plotly = Plotly'), 0, 'no bundle on pages without plots');

@@ -56,13 +56,13 @@ const code = (nb: Notebook) => nb.cells.filter((c): c is CodeCell => c.cell_type
 test('a passing notebook: outputs, execution counts, display updates and params saved in an nbformat 4.5 copy', async () => {
   const file = writeNb('pass.ipynb', [
     ['markdown', '# Title'],
-    ['code', "console.log('value', process.env.NB_SOME_VALUE);\nconsole.error('to stderr');"],
+    ['code', "console.log('value', process.env.SOME_VALUE);\nconsole.error('to stderr');"],
     ['code', "import { notebookDisplay } from './lib/notebook';\nconst d = notebookDisplay()!.newDisplay();\nd.text('first');\nd.text('second');"],
     ['code', '   '], // empty cells are skipped, like nbclient
     ['code', "import { params } from './lib/params';\nconst P = params({ someValue: 1 });\nconsole.log(P.someValue * 2);"],
   ]);
   const before = fs.readFileSync(file, 'utf8');
-  const r = await cli([file, '-p', 'NB_SOME_VALUE=21']);
+  const r = await cli([file, '-p', 'SOME_VALUE=21']);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(fs.readFileSync(file, 'utf8'), before, 'source notebook must stay untouched without --in-place');
   const out = readNotebook(path.join(tmp, 'out', 'pass.ipynb'));
@@ -74,7 +74,7 @@ test('a passing notebook: outputs, execution counts, display updates and params 
   assert.deepEqual(cells[0].outputs.map((o) => o.output_type === 'stream' && [o.name, joinText(o.text)]), [['stdout', 'value 21\n'], ['stderr', 'to stderr\n']]);
   assert.equal(cells[1].outputs.length, 1, 'an updated display stays one output');
   assert.deepEqual((cells[1].outputs[0] as { data: Record<string, unknown> }).data['text/plain'], ['second']);
-  assert.match(joinText((cells[3].outputs[0] as { text: string[] }).text), /someValue=21 \(NB_SOME_VALUE\)\n42\n/);
+  assert.match(joinText((cells[3].outputs[0] as { text: string[] }).text), /someValue=21 \(SOME_VALUE\)\n42\n/);
   assert.equal((out.metadata.kernelspec as { name: string }).name, 'cifar10-tslab');
   assert.equal((out.metadata.runner as { status: string }).status, 'ok');
 });
