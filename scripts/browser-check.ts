@@ -11,8 +11,8 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { PROJECT_ROOT } from '../lib/paths';
-import { runNotebook } from '../lib/runner';
-import { buildReport } from '../lib/report';
+import { runNotebook } from '../lib/jupyter/runner';
+import { buildReport } from '../lib/jupyter/report';
 
 const OUT = path.join(PROJECT_ROOT, 'out', 'browser-check');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';

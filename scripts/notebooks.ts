@@ -3,9 +3,9 @@
 // ONE line (notebook, cell, first source line, error) with a non-zero exit code.
 import * as fs from 'fs';
 import * as path from 'path';
-import { killAllKernels } from '../lib/kernel';
+import { killAllKernels } from '../lib/jupyter/kernel';
 import { PROJECT_ROOT } from '../lib/paths';
-import { DEFAULT_OUT_DIR, NotebookRunError, runNotebook } from '../lib/runner';
+import { DEFAULT_OUT_DIR, NotebookRunError, runNotebook } from '../lib/jupyter/runner';
 import { envOf, SETTINGS } from '../lib/config';
 
 const USAGE = `usage: npm run notebooks -- [notebook.ipynb...] [--in-place] [--out DIR] [--timeout SECONDS] [-p KEY=VALUE]... [--echo] [--kernel NAME]

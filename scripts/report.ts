@@ -3,7 +3,7 @@
 // plus an index in out/report/ — readable offline, this is how results are shared.
 import * as fs from 'fs';
 import * as path from 'path';
-import { DEFAULT_REPORT_IN, DEFAULT_REPORT_OUT, buildReport, executedNotebooks } from '../lib/report';
+import { DEFAULT_REPORT_IN, DEFAULT_REPORT_OUT, buildReport, executedNotebooks } from '../lib/jupyter/report';
 
 function main(argv: string[]): void {
   let inDir = DEFAULT_REPORT_IN;

@@ -7,7 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { bar, lineChart, imageGrid } from '../lib/plot';
 import { PLOTLY_LOADER_META, PLOTLY_MIME, figureHtml } from '../lib/plotly-html';
-import { buildReport, terminalText } from '../lib/report';
+import { buildReport, terminalText } from '../lib/jupyter/report';
 
 const count = (s: string, needle: string) => s.split(needle).length - 1;
 

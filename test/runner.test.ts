@@ -6,8 +6,8 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { PROJECT_ROOT } from '../lib/paths';
-import { Notebook, CodeCell, joinText, readNotebook } from '../lib/nbformat';
-import { errorSummary, runNotebook, NotebookRunError } from '../lib/runner';
+import { Notebook, CodeCell, joinText, readNotebook } from '../lib/jupyter/nbformat';
+import { errorSummary, runNotebook, NotebookRunError } from '../lib/jupyter/runner';
 
 const tmp = fs.mkdtempSync(path.join(PROJECT_ROOT, 'data', 'test-runner-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));

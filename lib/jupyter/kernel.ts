@@ -8,7 +8,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import * as zmq from 'zeromq';
-import { PROJECT_ROOT } from './paths';
+import { PROJECT_ROOT } from '../paths';
 
 export const DEFAULT_KERNEL = 'cifar10-tslab';
 

@@ -4,10 +4,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { marked } from 'marked';
-import { writeFileAtomic } from './atomic';
+import { writeFileAtomic } from '../atomic';
 import { Cell, Notebook, Output, joinText, readNotebook } from './nbformat';
-import { PROJECT_ROOT } from './paths';
-import { Figure, PLOTLY_LOADER_META, PLOTLY_MIME, escapeHtml, figureHtml, plotlyScriptTag } from './plotly-html';
+import { PROJECT_ROOT } from '../paths';
+import { Figure, PLOTLY_LOADER_META, PLOTLY_MIME, escapeHtml, figureHtml, plotlyScriptTag } from '../plotly-html';
 
 export const DEFAULT_REPORT_IN = path.join(PROJECT_ROOT, 'out', 'notebooks');
 export const DEFAULT_REPORT_OUT = path.join(PROJECT_ROOT, 'out', 'report');

@@ -5,7 +5,7 @@ import * as path from 'path';
 import { DEFAULT_KERNEL, JupyterMessage, Kernel, KernelTimeoutError, kernelsDir, loadKernelSpec } from './kernel';
 import * as fs from 'fs';
 import { CodeCell, Notebook, Output, firstLine, joinText, readNotebook, splitLines, storeMimeValue, writeNotebook } from './nbformat';
-import { PROJECT_ROOT } from './paths';
+import { PROJECT_ROOT } from '../paths';
 
 /** Executed copies go here unless --in-place (gitignored). */
 export const DEFAULT_OUT_DIR = path.join(PROJECT_ROOT, 'out', 'notebooks');
