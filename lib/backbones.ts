@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { download } from './data/download';
 import { dataDir, userPath } from './paths';
 
 export type BackboneName = 'mobilenet_v2' | 'mobilenet_v1_0.75';
@@ -14,6 +15,8 @@ export interface BackboneSpec {
   url: string;
   /** True when `url` is a tfjs layers model.json we can fetch ourselves. */
   downloadable: boolean;
+  /** backboneFingerprint of the upstream files: a download is kept only when it matches (the checksum). */
+  fingerprint?: string;
   /** Folder name under BACKBONES_DIR / data/models. */
   folder: string;
   /** Resolutions we benchmark and support (any size >= 32 runs; the net was trained at 224). */
@@ -43,6 +46,7 @@ export const BACKBONES: Record<BackboneName, BackboneSpec> = {
     name: 'mobilenet_v1_0.75',
     url: 'https://storage.googleapis.com/tfjs-models/tfjs/mobilenet_v1_0.75_224/model.json',
     downloadable: true,
+    fingerprint: 'fedc0c69ad5c09ba',
     folder: 'mobilenet_v1_0.75_224',
     inputSizes: [96, 128, 160, 192, 224],
     featureLayer: 'conv_pw_13_relu',
@@ -361,7 +365,7 @@ export async function loadBackbone(name: BackboneName, opts: LoadBackboneOptions
 }
 
 /** Fetch a layers-format model into data/models/<folder> (atomic: a temp folder renamed at the end). */
-async function downloadBackbone(spec: BackboneSpec): Promise<string> {
+export async function downloadBackbone(spec: BackboneSpec): Promise<string> {
   const target = path.join(defaultModelsDir(), spec.folder);
   const where = `set BACKBONES_DIR to a folder containing ${spec.folder}/ or pass { dir }`;
   if (!spec.downloadable) {
@@ -371,17 +375,16 @@ async function downloadBackbone(spec: BackboneSpec): Promise<string> {
   }
   const tmp = `${target}.tmp-${process.pid}`;
   try {
-    const get = async (url: string) => {
-      const res = await fetch(url);
-      if (!res.ok) throw new Error(`HTTP ${res.status} for ${url}`);
-      return Buffer.from(await res.arrayBuffer());
-    };
-    const jsonBuf = await get(spec.url);
-    const json = JSON.parse(jsonBuf.toString('utf8')) as ModelJson;
-    fs.mkdirSync(tmp, { recursive: true });
-    fs.writeFileSync(path.join(tmp, 'model.json'), jsonBuf);
+    // The same downloader as the dataset (redirects, timeout, progress, atomic files); the folder as a whole is
+    // then checked against the pinned fingerprint, and only a matching one is moved into place.
     const base = spec.url.slice(0, spec.url.lastIndexOf('/') + 1);
-    for (const g of json.weightsManifest) for (const p of g.paths) fs.writeFileSync(path.join(tmp, p), await get(base + p));
+    await download(spec.url, path.join(tmp, 'model.json'), null, `${spec.name} model.json`);
+    const json = readModelJson(tmp);
+    for (const g of json.weightsManifest) for (const p of g.paths) await download(base + p, path.join(tmp, p), null, `${spec.name} ${p}`);
+    const got = backboneFingerprint(tmp);
+    if (spec.fingerprint && got !== spec.fingerprint) {
+      throw new Error(`checksum mismatch: the downloaded files hash to ${got}, expected ${spec.fingerprint}`);
+    }
     fs.renameSync(tmp, target);
     return target;
   } catch (err) {

@@ -8,6 +8,7 @@
 // and extractor version, count, dim, md5 of the body), then count 16-byte image keys (md5 of the 32x32x3 pixels),
 // then count x dim float32. Files are written atomically; a file whose header, size or body hash does not match is
 // never trusted: it is moved once to <cacheDir>/quarantine/ (said in one line) and its images are recomputed.
+import { PIXELS_PER_IMAGE } from './data/cifar10';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -50,7 +51,6 @@ export interface ExtractOptions {
   backbonesDir?: string;
 }
 
-export const PIXELS = 32 * 32 * 3;
 export const CACHE_FORMAT = 'cifar10-features-v2';
 /** Bump when the arithmetic from pixels to features changes (preprocessing, folding, pooling). */
 export const EXTRACTOR_VERSION = 'resize-normalize-fold-pool-v1';
@@ -65,7 +65,7 @@ export const CHUNK = 2048;
 export function imageKeys(images: Uint8Array, n: number): Buffer {
   const keys = Buffer.allocUnsafe(n * KEY_BYTES);
   for (let i = 0; i < n; i++) {
-    crypto.createHash('md5').update(images.subarray(i * PIXELS, (i + 1) * PIXELS)).digest().copy(keys, i * KEY_BYTES);
+    crypto.createHash('md5').update(images.subarray(i * PIXELS_PER_IMAGE, (i + 1) * PIXELS_PER_IMAGE)).digest().copy(keys, i * KEY_BYTES);
   }
   return keys;
 }
@@ -378,8 +378,8 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
   const view = opts.view ?? 'plain';
   parseView(view);
     const { images, n } = set;
-  if (!Number.isInteger(n) || n < 0 || images.length !== n * PIXELS) {
-    throw new Error(`extractFeatures: images has ${images.length} bytes, expected n=${n} x 32x32x3 = ${n * PIXELS}`);
+  if (!Number.isInteger(n) || n < 0 || images.length !== n * PIXELS_PER_IMAGE) {
+    throw new Error(`extractFeatures: images has ${images.length} bytes, expected n=${n} x 32x32x3 = ${n * PIXELS_PER_IMAGE}`);
   }
   if (!Number.isInteger(resolution) || resolution < 32) throw new Error(`resolution ${resolution}: expected an integer >= 32`);
   if (opts.batchSize !== undefined && !(Number.isInteger(opts.batchSize) && opts.batchSize >= 1)) {
@@ -446,8 +446,8 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
       const batches: Promise<void>[] = [];
       for (let b = 0; b < chunk.length; b += batchSize) {
         const part = chunk.slice(b, b + batchSize);
-        const pixels = new Uint8Array(part.length * PIXELS);
-        part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * PIXELS, (positions[0] + 1) * PIXELS), j * PIXELS));
+        const pixels = new Uint8Array(part.length * PIXELS_PER_IMAGE);
+        part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * PIXELS_PER_IMAGE, (positions[0] + 1) * PIXELS_PER_IMAGE), j * PIXELS_PER_IMAGE));
         batches.push(
           run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, weights, resolution, view, n: part.length, pixels }).then((f) => {
             if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);

@@ -4,6 +4,7 @@
 // class) / dA_k, map = ReLU(sum_k alpha_k A_k), one map per backbone (the gradient reaches each backbone through
 // its own slice of the concatenated features), normalised to [0, 1] by its maximum. Only pooling + head are
 // differentiated (the backbones run forward once), so it works on every backend, wasm included (no conv backprop).
+import { PIXELS_PER_IMAGE } from './data/cifar10';
 import * as tf from '@tensorflow/tfjs';
 import { BackboneName, BACKBONES } from './backbones';
 import { imageGrid } from './image-grid';
@@ -127,7 +128,7 @@ export function classifierGradCam(
   classes?: number[],
 ): GradCamResult {
   const backbones = spatialBackbones(clf.model, clf.metadata.backbones);
-  const input = tf.tidy(() => preprocess(pixelsToTensor(pixels.subarray(0, n * 3072), n), clf.metadata.resolution));
+  const input = tf.tidy(() => preprocess(pixelsToTensor(pixels.subarray(0, n * PIXELS_PER_IMAGE), n), clf.metadata.resolution));
   try {
     return gradCam({ backbones, logits: headLogits(clf.head), input, classes });
   } finally {
@@ -209,7 +210,7 @@ export function gradCamGrid(
   const tiles = new Uint8Array(n * per * size * size * 3);
   const labels: string[] = [];
   for (let i = 0; i < n; i++) {
-    const img = pixels.subarray(i * 3072, (i + 1) * 3072);
+    const img = pixels.subarray(i * PIXELS_PER_IMAGE, (i + 1) * PIXELS_PER_IMAGE);
     const cls = opts.classNames[cams.classes[i]] ?? String(cams.classes[i]);
     tiles.set(overlay(img, undefined, 0, 0, size), i * per * size * size * 3);
     labels.push(opts.captions?.[i] ?? '');

@@ -1,5 +1,6 @@
 // The classifier: the seed's head on cached backbone features, and the assembled end-to-end inference model
 // (32x32 pixels -> resize/normalise -> frozen backbone(s) -> head) saved in tfjs layers format with metadata.
+import { NUM_CLASSES, PIXELS_PER_IMAGE } from './data/cifar10';
 import * as tf from '@tensorflow/tfjs';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -10,7 +11,7 @@ import { ensureSavedModel, FrozenGraph, loadFrozenGraph } from './graph';
 import { dataDir, PROJECT_ROOT, userPath } from './paths';
 import { ResizeNormalize } from './preprocess';
 
-export const NUM_CLASSES = 10;
+export { NUM_CLASSES };
 
 export interface HeadConfig {
   /** Feature size D (sum over concatenated backbones). */
@@ -281,7 +282,7 @@ export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: numb
   for (let s = 0; s < n; s += step) {
     const m = Math.min(step, n - s);
     const p = tf.tidy(() => {
-      const x = tf.tensor4d(Float32Array.from(pixels.subarray(s * 3072, (s + m) * 3072)), [m, 32, 32, 3]);
+      const x = tf.tensor4d(Float32Array.from(pixels.subarray(s * PIXELS_PER_IMAGE, (s + m) * PIXELS_PER_IMAGE)), [m, 32, 32, 3]);
       if (graph) return graph.predict(x);
       return model.predict(x, { batchSize: m }) as tf.Tensor; // one pass: predict's own batching slices per 32
     });

@@ -6,7 +6,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { AUG_VIEW_OPTIONS, AugmentOptions, randomAugment } from './augment';
 import { BackboneName, BACKBONES, backboneSpec } from './backbones';
-import { Cifar10, EXACT_TEST_RANGE, ImageSet, splitTrainVal, stratifiedSample, testRange } from './data/cifar10';
+import { Cifar10, EXACT_TEST_RANGE, ImageSet, PIXELS_PER_IMAGE, splitTrainVal, stratifiedSample, testRange } from './data/cifar10';
 import { evaluate, Evaluation, predictFeatures, predictTTA, SPLIT_LABELS } from './evaluate';
 import { extractFeatures } from './features';
 import { assembleModel, buildHead, gitCommit, headConfigOf, headWeights, loadModel, MODEL_DIR, ModelMetadata, predictPixels, saveModel, setHeadWeights } from './model';
@@ -164,7 +164,16 @@ function rowsOf(probs: Float32Array, n: number, k: number): Float32Array {
  * each plain and, when the features carry a flip view, with TTA. `test` must be the features of splits.testFull,
  * whose first rows are the exact test images.
  */
-export function evaluateHead(head: tf.LayersModel, val: LabeledFeatures, test: LabeledFeatures, splits: Splits): SplitEvaluation[] {
+/** The evaluations of one head, by split; `all` in table order (validation, test 0-999, the rest of test). */
+export interface Evaluations {
+  validation: SplitEvaluation;
+  testExact: SplitEvaluation;
+  /** Test images beyond 0-999, when the run reaches past them. */
+  testFull?: SplitEvaluation;
+  all: SplitEvaluation[];
+}
+
+export function evaluateHead(head: tf.LayersModel, val: LabeledFeatures, test: LabeledFeatures, splits: Splits): Evaluations {
   const k = splits.classNames.length;
   const one = (label: string, f: LabeledFeatures, set: ImageSet, rows: number): SplitEvaluation => {
     const opts = { split: label, classNames: splits.classNames, indices: set.indices };
@@ -176,26 +185,25 @@ export function evaluateHead(head: tf.LayersModel, val: LabeledFeatures, test: L
       tta: tta && evaluate(tta, set.labels, { ...opts, split: `${label} + TTA` }),
     };
   };
-  const evals = [
-    one(SPLIT_LABELS.validation, val, splits.val, splits.val.n),
-    one(SPLIT_LABELS.exactTest, test, splits.testExact, splits.testExact.n),
-  ];
+  const validation = one(SPLIT_LABELS.validation, val, splits.val, splits.val.n);
+  const testExact = one(SPLIT_LABELS.exactTest, test, splits.testExact, splits.testExact.n);
   // Beyond the exact images only when the test set reaches past them (a smoke run may stop at image 999).
+  let testFull: SplitEvaluation | undefined;
   if (splits.testFull.n > splits.testExact.n) {
     const n = splits.testFull.n;
     const full = n === 10000 ? SPLIT_LABELS.fullTest : `test 0-${n - 1} (images ${EXACT_TEST_RANGE[1]}-${n - 1} JPEG-rebuilt)`;
-    evals.push(one(full, test, splits.testFull, n));
+    testFull = one(full, test, splits.testFull, n);
   }
-  return evals;
+  return { validation, testExact, testFull, all: [validation, testExact, ...(testFull ? [testFull] : [])] };
 }
 
 /** The headline accuracy of a split: with TTA when measured, else plain. */
 export const headline = (e: SplitEvaluation): number => (e.tta ?? e.plain).accuracy;
 
 /** Accuracies keyed by split label (plain, and "+ TTA"), for metadata and the run log. */
-export function metricsOf(evals: SplitEvaluation[]): Record<string, number> {
+export function metricsOf(evals: Evaluations): Record<string, number> {
   const m: Record<string, number> = {};
-  for (const e of evals) {
+  for (const e of evals.all) {
     m[e.label] = e.plain.accuracy;
     if (e.tta) m[`${e.label} + TTA`] = e.tta.accuracy;
   }
@@ -216,7 +224,7 @@ export async function saveClassifier(opts: {
   params: Pick<ExperimentParams, 'backbones' | 'resolution' | 'views' | 'tta'>;
   splits: Splits;
   test: LabeledFeatures;
-  evals: SplitEvaluation[];
+  evals: Evaluations;
   training: Record<string, unknown>;
   runId?: string;
   dir?: string;
@@ -252,7 +260,7 @@ export async function saveClassifier(opts: {
   try {
     const { model: saved } = await loadModel(staging);
     const k = Math.min(16, opts.splits.testExact.n);
-    const viaModel = predictPixels(saved, opts.splits.testExact.images.subarray(0, k * 3072), k);
+    const viaModel = predictPixels(saved, opts.splits.testExact.images.subarray(0, k * PIXELS_PER_IMAGE), k);
     saved.dispose();
     const viaHead = predictFeatures(opts.head, opts.test.views[0].subarray(0, k * opts.test.dim), k, opts.test.dim);
     let maxDiff = 0;

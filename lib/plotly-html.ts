@@ -1,7 +1,10 @@
 // HTML that draws plotly figures, shared by the notebook display adapter (lib/plot.ts) and the report
-// (lib/report.ts), so a figure looks the same live and in the shared HTML page.
+// (lib/jupyter/report.ts), so a figure looks the same live and in the shared HTML page.
 import * as fs from 'fs';
 import * as crypto from 'crypto';
+import { escapeHtml } from './format';
+
+export { escapeHtml };
 
 export interface Figure {
   data: Array<Record<string, unknown>>;
@@ -38,9 +41,6 @@ export function scriptJson(value: unknown): string {
     .replace(/\u2029/g, '\\u2029');
 }
 
-export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
 
 export function figureTitle(fig: Figure): string {
   const t = fig.layout.title as { text?: string } | string | undefined;

@@ -1,6 +1,7 @@
 // Progress for long work, wherever it runs: a cli-progress bar (rate, ETA) in a terminal, occasional plain lines
 // when output is not a TTY (CI logs stay short), a live in-place HTML line in a tslab notebook.
 import * as cliProgress from 'cli-progress';
+import { escapeHtml } from './format';
 import { notebookDisplay } from './notebook';
 
 export interface ProgressSink {
@@ -16,10 +17,6 @@ function fmtTime(s: number): string {
   s = Math.round(s);
   const m = Math.floor(s / 60);
   return m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;' })[c]!);
 }
 
 export function progress(label: string, total: number, unit = 'img'): ProgressSink {

@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as path from 'path';
 import { PROJECT_ROOT } from '../lib/paths';
+import { freePorts } from '../lib/jupyter/kernel';
 import { runNotebook } from '../lib/jupyter/runner';
 import { buildReport } from '../lib/jupyter/report';
 
@@ -56,17 +57,6 @@ function writeCheckNotebook(file: string): void {
   fs.writeFileSync(file, JSON.stringify(nb, null, 1));
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function startLab(port: number, token: string): Promise<ChildProcess> {
   const probe = spawnSync('jupyter', ['lab', '--version'], { encoding: 'utf8' });
   if (probe.error || probe.status !== 0) throw new Error('JupyterLab not found: `pip install jupyterlab`');
@@ -99,7 +89,7 @@ async function main(): Promise<void> {
   const nbFile = path.join(OUT, 'check.ipynb');
   writeCheckNotebook(nbFile);
   const token = crypto.randomBytes(16).toString('hex');
-  const port = await freePort();
+  const port = await (await freePorts(1))[0];
   const lab = await startLab(port, token);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,

@@ -4,6 +4,7 @@
 // reduction (pixels.js: lib/pixels.ts transpiled, so the page and `npm run predict` share one implementation),
 // and one CIFAR-10 test image per class from images 0-999 (samples/, PNG). --serve serves the folder on
 // http://127.0.0.1:PORT/; any static host works the same (file:// does not: browsers refuse to fetch from it).
+import { PIXELS_PER_IMAGE } from '../lib/data/cifar10';
 import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
@@ -45,7 +46,7 @@ export function cifarSamples(dir: string): Sample[] {
   for (let c = 0; c < classNames.length; c++) {
     const i = labels.findIndex((l) => l === c);
     if (i < 0 || i >= n) continue;
-    out.push({ pixels: images.subarray(i * 3072, (i + 1) * 3072), name: `test-${String(i).padStart(4, '0')}-${classNames[c]}.png`, label: classNames[c], index: i });
+    out.push({ pixels: images.subarray(i * PIXELS_PER_IMAGE, (i + 1) * PIXELS_PER_IMAGE), name: `test-${String(i).padStart(4, '0')}-${classNames[c]}.png`, label: classNames[c], index: i });
   }
   return out;
 }

@@ -141,3 +141,34 @@ test('real MobileNetV2: [N,1280]; compiled == LayersModel within 1e-4', { skip: 
   const ex = compileExtractor(await backboneArtifacts('mobilenet_v2', { dir: REAL }));
   assert.ok(maxAbsDiff(await ex.predict(x).data(), a) < 1e-4);
 });
+
+test('a backbone download goes through the checksummed downloader: a match is kept, a tampered shard is refused', async () => {
+  const http = await import('http');
+  const { BACKBONES: registry, backboneFingerprint: fingerprint, downloadBackbone } = await import('../lib/backbones');
+  const src = path.join(await writeFakeBackbone(), registry['mobilenet_v1_0.75'].folder);
+  let tamper = false;
+  const server = http.createServer((req, res) => {
+    const file = path.join(src, path.basename(req.url ?? ''));
+    if (!fs.existsSync(file)) return void res.writeHead(404).end();
+    const body = fs.readFileSync(file);
+    if (tamper && file.endsWith('shard2of2.bin')) body[0] ^= 1;
+    res.writeHead(200, { 'content-length': body.length }).end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/model.json`;
+  const saved = process.env.DATA_DIR;
+  try {
+    process.env.DATA_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'dl-'));
+    const spec = { ...registry['mobilenet_v1_0.75'], url, fingerprint: fingerprint(src) };
+    const got = await downloadBackbone(spec);
+    assert.equal(fingerprint(got), spec.fingerprint);
+    fs.rmSync(got, { recursive: true });
+    tamper = true;
+    await assert.rejects(downloadBackbone(spec), /checksum mismatch: the downloaded files hash to [0-9a-f]{16}, expected [0-9a-f]{16}/);
+    assert.deepEqual(fs.readdirSync(path.join(process.env.DATA_DIR, 'models')), [], 'nothing kept from a bad download');
+  } finally {
+    server.close();
+    if (saved === undefined) delete process.env.DATA_DIR;
+    else process.env.DATA_DIR = saved;
+  }
+});

@@ -77,7 +77,7 @@ export class KernelTimeoutError extends Error {}
 const DELIM = Buffer.from('<IDS|MSG>');
 
 /** Ask the OS for `n` distinct free TCP ports on 127.0.0.1 (all held open together so they are distinct). */
-async function freePorts(n: number): Promise<number[]> {
+export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
     Array.from({ length: n }, () =>
       new Promise<net.Server>((resolve, reject) => {
