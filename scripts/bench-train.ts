@@ -4,9 +4,9 @@
 // Run: npm run bench:train -- [--n 45000] [--dim 2048] [--units 256] [--batch 256] [--bn-affine]
 // (`npm run bench` runs the same measurement on every backend, side by side.)
 import * as os from 'os';
-import { parseArgs } from 'util';
 import * as tf from '@tensorflow/tfjs';
 import { writeJsonAtomic } from '../lib/atomic';
+import { parseCli, runCli } from '../lib/cli';
 import { initBackend } from '../lib/backend';
 import { buildHead } from '../lib/model';
 import { dataDir } from '../lib/paths';
@@ -63,8 +63,15 @@ export async function benchHead(o: Partial<Pick<HeadBench, 'n' | 'dim' | 'units'
 }
 
 async function main() {
-  const { values } = parseArgs({
-    options: { n: { type: 'string' }, dim: { type: 'string' }, units: { type: 'string' }, batch: { type: 'string' }, 'bn-affine': { type: 'boolean' } },
+  const { values } = parseCli({
+    usage: 'npm run bench:train -- [options]',
+    options: {
+      n: { type: 'string', arg: 'rows', help: 'feature rows per epoch', default: '45000' },
+      dim: { type: 'string', arg: 'd', help: 'feature size', default: '2048' },
+      units: { type: 'string', arg: 'u', help: 'hidden units', default: String(DEFAULT_TRAIN.units) },
+      batch: { type: 'string', arg: 'b', help: 'mini-batch size', default: String(DEFAULT_TRAIN.batchSize) },
+      'bn-affine': { type: 'boolean', help: 'train BatchNorm scale/offset too' },
+    },
   });
   const backend = await initBackend();
   const load = os.loadavg()[0];
@@ -79,8 +86,5 @@ async function main() {
 }
 
 if (require.main === module) {
-  main().catch((err) => {
-    console.error(`error: ${err instanceof Error ? err.message : err}`);
-    process.exit(1);
-  });
+  runCli(main);
 }

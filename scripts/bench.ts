@@ -14,9 +14,9 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { parseArgs } from 'util';
 import * as tf from '@tensorflow/tfjs';
 import { writeJsonAtomic } from '../lib/atomic';
+import { parseCli, UsageError } from '../lib/cli';
 import { BACKBONES, BackboneName, backboneSpec } from '../lib/backbones';
 import { BackendName, initBackend } from '../lib/backend';
 import { loadCifar10, PIXELS_PER_IMAGE as PIXELS } from '../lib/data/cifar10';
@@ -36,7 +36,6 @@ const OPTIONS = {
   workers: { type: 'string', default: String(os.cpus().length), help: 'wasm worker threads' },
   batch: { type: 'string', default: '', help: 'images per backbone call (default: each backend its best)' },
   child: { type: 'string', default: '', help: '(internal) measure in this process and print JSON' },
-  help: { type: 'boolean', default: false, help: 'show this help' },
 } as const;
 
 interface FeatureRow { backbone: BackboneName; resolution: number; imagesPerSec: number; gflops: number; workers: number; fullSet60kMinutes: number }
@@ -132,13 +131,8 @@ function runChild(backend: string, argv: string[]): BackendResult | string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: OPTIONS as any, allowPositionals: false });
+  const { values } = parseCli({ usage: 'npm run bench -- [options]', options: OPTIONS });
   const a = values as unknown as Args;
-  if (a.help) {
-    console.log('npm run bench -- [options]\n');
-    for (const [k, v] of Object.entries(OPTIONS)) if (k !== 'child') console.log(`  --${k.padEnd(10)} ${v.help}${v.default !== '' && v.type !== 'boolean' ? ` (default ${v.default})` : ''}`);
-    return;
-  }
   if (a.child) {
     console.log(`BENCH_JSON ${JSON.stringify(await measure(a))}`);
     return;
@@ -187,5 +181,5 @@ async function main(): Promise<void> {
 main().catch((err) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   if (process.env.BENCH_DEBUG) console.error(err);
-  process.exit(1);
+  process.exit(err instanceof UsageError ? 2 : 1);
 });

@@ -9,12 +9,12 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
 import * as path from 'path';
-import { parseArgs } from 'util';
 import { PNG } from 'pngjs';
 import * as ts from 'typescript';
 import { gitCommit, METADATA_FILE, MODEL_DIR } from '../lib/model';
 import { locateCifar10, readClassNames, readFirstTestImages } from '../lib/data/cifar10';
-import { PROJECT_ROOT } from '../lib/paths';
+import { parseCli, UsageError } from '../lib/cli';
+import { PROJECT_ROOT, userPath } from '../lib/paths';
 
 export const DEMO_DIR = path.join(PROJECT_ROOT, 'out', 'demo');
 const PAGE = path.join(PROJECT_ROOT, 'scripts', 'demo-page');
@@ -126,12 +126,21 @@ export function serveDir(root: string, port: number, host = '127.0.0.1'): Promis
   });
 }
 
+const CLI = {
+  usage: 'npm run demo -- [--serve] [--port N] [--model DIR] [--out DIR]',
+  notes: ['Put the built folder on any static host; file:// does not work (the browser refuses to fetch the model).'],
+  options: {
+    serve: { type: 'boolean', help: 'serve the page from a local HTTP server and print its URL' },
+    port: { type: 'string', arg: 'n', help: 'port for --serve', default: '8080' },
+    model: { type: 'string', arg: 'dir', help: 'the saved classifier (env MODEL_DIR)' },
+    out: { type: 'string', arg: 'dir', help: 'where the page is built (default out/demo)' },
+  },
+} as const;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: { model: { type: 'string' }, out: { type: 'string' }, serve: { type: 'boolean' }, port: { type: 'string', default: '8080' } },
-  });
-  const modelDir = path.resolve(values.model ?? MODEL_DIR);
-  const outDir = path.resolve(values.out ?? DEMO_DIR);
+  const { values } = parseCli(CLI);
+  const modelDir = values.model ? userPath(values.model) : MODEL_DIR;
+  const outDir = values.out ? userPath(values.out) : DEMO_DIR;
   const cifar = locateCifar10();
   if (!cifar) console.warn('warning: CIFAR-10 not found (set CIFAR10_DIR): the page gets no bundled sample images');
   const samples = cifar ? cifarSamples(cifar) : [];
@@ -148,8 +157,9 @@ async function main(): Promise<void> {
 }
 
 if (require.main === module) {
+  // Not runCli: with --serve the process lives on after main() returns.
   main().catch((err) => {
     console.error(`error: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
-    process.exit(1);
+    process.exit(err instanceof UsageError ? 2 : 1);
   });
 }

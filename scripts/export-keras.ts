@@ -20,11 +20,11 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { parseArgs } from 'util';
 import { initBackend } from '../lib/backend';
 import { locateCifar10, readFirstTestImages } from '../lib/data/cifar10';
 import { loadModel, MODEL_DIR, predictPixels } from '../lib/model';
-import { PROJECT_ROOT } from '../lib/paths';
+import { parseCli, runCli } from '../lib/cli';
+import { PROJECT_ROOT, userPath } from '../lib/paths';
 
 /** The converter's venv; KERAS_VENV moves it (a test points it at an empty folder). */
 export const VENV = process.env.KERAS_VENV ? path.resolve(process.env.KERAS_VENV) : path.join(PROJECT_ROOT, 'data', 'tools', 'keras-venv');
@@ -161,11 +161,20 @@ export async function checkKeras(modelDir: string, file: string, images: Uint8Ar
   }
 }
 
+const CLI = {
+  usage: 'npm run export:keras -- [--check] [--model DIR] [--out FILE]',
+  options: {
+    check: { type: 'boolean', help: 'compare the exported file with tfjs on the first 100 test images (max |diff| <= 1e-4)' },
+    model: { type: 'string', arg: 'dir', help: 'the saved classifier (env MODEL_DIR)' },
+    out: { type: 'string', arg: 'file', help: 'the .h5 to write (default <model dir>/cifar10.h5)' },
+  },
+} as const;
+
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { model: { type: 'string' }, out: { type: 'string' }, check: { type: 'boolean' } } });
-  const dir = path.resolve(values.model ?? MODEL_DIR);
+  const { values } = parseCli(CLI);
+  const dir = values.model ? userPath(values.model) : MODEL_DIR;
   if (!fs.existsSync(path.join(dir, 'model.json'))) throw new Error(`no saved model in ${dir} (model.json missing): run \`npm start\` first`);
-  const out = path.resolve(values.out ?? path.join(dir, EXPORT_FILE));
+  const out = values.out ? userPath(values.out) : path.join(dir, EXPORT_FILE);
   const bin = ensureVenv();
   const t0 = Date.now();
   exportKeras(dir, out, bin);
@@ -180,12 +189,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (require.main === module) {
-  main().then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(`error: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
-      process.exit(1);
-    },
-  );
-}
+if (require.main === module) runCli(main);

@@ -4,14 +4,27 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { killAllKernels } from '../lib/jupyter/kernel';
-import { PROJECT_ROOT } from '../lib/paths';
+import { parseCli, UsageError } from '../lib/cli';
+import { PROJECT_ROOT, userPath } from '../lib/paths';
 import { DEFAULT_OUT_DIR, NotebookRunError, runNotebook } from '../lib/jupyter/runner';
 import { envOf, SETTINGS } from '../lib/config';
 
-const USAGE = `usage: npm run notebooks -- [notebook.ipynb...] [--in-place] [--out DIR] [--timeout SECONDS] [-p KEY=VALUE]... [--echo] [--kernel NAME]
-  default notebooks: notebooks/*.ipynb in name order; executed copies go to out/notebooks/ unless --in-place.
-  --timeout  per-cell limit (default 1800); -p sets a notebook parameter (an env var of the kernel), e.g. -p TRAIN_LIMIT=2000
-  --echo     print the cells' stdout/stderr while they run`;
+const CLI = {
+  usage: 'npm run notebooks -- [notebook.ipynb...] [options]',
+  notes: [
+    'Default notebooks: notebooks/*.ipynb in name order; executed copies go to out/notebooks/ unless --in-place.',
+    'Example: npm run notebooks -- -p TRAIN_LIMIT=2000 -p EPOCHS=5   (the settings of `npm start -- --help`).',
+  ],
+  options: {
+    'in-place': { type: 'boolean', help: 'write outputs into the notebooks themselves' },
+    out: { type: 'string', arg: 'dir', help: 'where executed copies go', default: 'out/notebooks' },
+    timeout: { type: 'string', arg: 'seconds', help: 'per-cell limit', default: '1800' },
+    param: { type: 'string', short: 'p', multiple: true, arg: 'KEY=VALUE', help: 'a notebook parameter (an env var of the kernel)' },
+    echo: { type: 'boolean', help: "print the cells' stdout/stderr while they run" },
+    kernel: { type: 'string', arg: 'name', help: 'kernelspec under jupyter/kernels (default: the notebook\'s own)' },
+  },
+  positionals: true,
+} as const;
 
 interface Args {
   files: string[];
@@ -23,48 +36,35 @@ interface Args {
   kernel?: string;
 }
 
-function parseArgs(argv: string[]): Args {
-  const a: Args = { files: [], inPlace: false, outDir: DEFAULT_OUT_DIR, timeoutSec: 1800, env: {}, echo: false };
-  const value = (i: number, flag: string) => {
-    if (i >= argv.length) throw new Error(`${flag} needs a value\n${USAGE}`);
-    return argv[i];
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === '--in-place') a.inPlace = true;
-    else if (arg === '--echo') a.echo = true;
-    else if (arg === '--out') a.outDir = path.resolve(value(++i, arg));
-    else if (arg === '--kernel') a.kernel = value(++i, arg);
-    else if (arg === '--timeout') {
-      const v = value(++i, arg);
-      a.timeoutSec = Number(v);
-      if (!(a.timeoutSec > 0)) throw new Error(`--timeout: expected a positive number of seconds, got "${v}"`);
-    } else if (arg === '-p' || arg === '--param') {
-      const v = value(++i, arg);
-      const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(v);
-      if (!m) throw new Error(`${arg}: expected KEY=VALUE, got "${v}"`);
-      a.env[m[1]] = m[2];
-    } else if (arg === '-h' || arg === '--help') {
-      console.log(USAGE);
-      process.exit(0);
-    } else if (arg.startsWith('-')) throw new Error(`unknown option ${arg}\n${USAGE}`);
-    else a.files.push(path.resolve(arg));
+function readArgs(): Args {
+  const { values, positionals } = parseCli(CLI);
+  const timeoutSec = Number(values.timeout);
+  if (!(timeoutSec > 0)) throw new UsageError(`--timeout: expected a positive number of seconds, got "${values.timeout}"`);
+  const env: Record<string, string> = {};
+  for (const v of values.param ?? []) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(v);
+    if (!m) throw new UsageError(`-p: expected KEY=VALUE, got "${v}"`);
+    env[m[1]] = m[2];
   }
-  if (a.files.length === 0) {
+  let files = positionals.map((f) => userPath(f));
+  if (files.length === 0) {
     const dir = path.join(PROJECT_ROOT, 'notebooks');
-    a.files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.ipynb')).sort().map((f) => path.join(dir, f)) : [];
-    if (a.files.length === 0) throw new Error(`no notebooks given and none in ${dir}`);
+    files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.ipynb')).sort().map((f) => path.join(dir, f)) : [];
+    if (files.length === 0) throw new UsageError(`no notebooks given and none in ${dir}`);
   }
-  for (const f of a.files) if (!fs.existsSync(f)) throw new Error(`${f}: no such notebook`);
-  return a;
+  for (const f of files) if (!fs.existsSync(f)) throw new UsageError(`${f}: no such notebook`);
+  return {
+    files, env, timeoutSec, inPlace: Boolean(values['in-place']), echo: Boolean(values.echo), kernel: values.kernel,
+    outDir: values.out === 'out/notebooks' ? DEFAULT_OUT_DIR : userPath(values.out!),
+  };
 }
 
 async function main(): Promise<number> {
   let args: Args;
   try {
-    args = parseArgs(process.argv.slice(2));
+    args = readArgs();
   } catch (err) {
-    console.error((err as Error).message);
+    console.error(`error: ${(err as Error).message}`);
     return 2;
   }
   const controller = new AbortController();

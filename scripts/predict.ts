@@ -2,20 +2,23 @@
 // env MODEL_DIR). Each file is decoded (PNG via pngjs, JPEG via jpeg-js; the format is read from the bytes, not the
 // name), reduced to 32x32 as CIFAR-10 images are (area averaging; bilinear when enlarging), and gets its top-3
 // classes. A bad file gets one clear error line and the others still run; the exit code is 1 if any failed.
-import * as path from 'path';
-import { parseArgs } from 'util';
 import { initBackend } from '../lib/backend';
+import { parseCli, runCli, UsageError } from '../lib/cli';
 import { loadModel, MODEL_DIR } from '../lib/model';
 import { predictFile } from '../lib/predict';
 import { userPath } from '../lib/paths';
 
+const CLI = {
+  usage: 'npm run predict -- <image.png|jpg>... [--model DIR]',
+  notes: ['Paths are relative to the folder you run from. Exit status 1 when any image failed.'],
+  options: { model: { type: 'string', arg: 'dir', help: 'the saved classifier (env MODEL_DIR)' } },
+  positionals: true,
+} as const;
+
 async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({ options: { model: { type: 'string' } }, allowPositionals: true });
+  const { values, positionals } = parseCli(CLI);
   const dir = values.model ? userPath(values.model) : MODEL_DIR;
-  if (!positionals.length) {
-    console.error('usage: npm run predict -- <image.png|jpg> [...] [--model DIR]');
-    return 2;
-  }
+  if (!positionals.length) throw new UsageError('no image files given (see --help)');
   await initBackend({ log: () => {} });
   const { model, metadata } = await loadModel(dir);
   let failed = 0;
@@ -32,12 +35,4 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
-if (require.main === module) {
-  main().then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(`error: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
-      process.exit(1);
-    },
-  );
-}
+if (require.main === module) runCli(main);

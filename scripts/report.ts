@@ -3,25 +3,27 @@
 // plus an index in out/report/ — readable offline, this is how results are shared.
 import * as fs from 'fs';
 import * as path from 'path';
+import { parseCli, runCli } from '../lib/cli';
 import { DEFAULT_REPORT_IN, DEFAULT_REPORT_OUT, buildReport, executedNotebooks } from '../lib/jupyter/report';
+import { userPath } from '../lib/paths';
 
-function main(argv: string[]): void {
-  let inDir = DEFAULT_REPORT_IN;
-  let outDir = DEFAULT_REPORT_OUT;
-  const files: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--in' || a === '--out') {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a folder`);
-      if (a === '--in') inDir = path.resolve(v);
-      else outDir = path.resolve(v);
-    } else if (a.startsWith('-')) throw new Error(`unknown option ${a}; usage: npm run report -- [files...] [--in DIR] [--out DIR]`);
-    else {
-      if (!fs.existsSync(a)) throw new Error(`${a}: no such notebook`);
-      files.push(path.resolve(a));
-    }
-  }
+const CLI = {
+  usage: 'npm run report -- [executed.ipynb...] [--in DIR] [--out DIR]',
+  options: {
+    in: { type: 'string', arg: 'dir', help: 'where the executed notebooks are', default: 'out/notebooks' },
+    out: { type: 'string', arg: 'dir', help: 'where the HTML goes', default: 'out/report' },
+  },
+  positionals: true,
+} as const;
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseCli(CLI);
+  const inDir = values.in && values.in !== 'out/notebooks' ? userPath(values.in) : DEFAULT_REPORT_IN;
+  const outDir = values.out && values.out !== 'out/report' ? userPath(values.out) : DEFAULT_REPORT_OUT;
+  const files = positionals.map((a) => {
+    if (!fs.existsSync(userPath(a))) throw new Error(`${a}: no such notebook`);
+    return userPath(a);
+  });
   const inputs = files.length ? files : executedNotebooks(inDir);
   if (inputs.length === 0) throw new Error(`no executed notebooks in ${path.relative(process.cwd(), inDir) || inDir}; run \`npm run notebooks\` first`);
   const t0 = Date.now();
@@ -33,9 +35,4 @@ function main(argv: string[]): void {
   console.log(`index: ${path.relative(process.cwd(), r.index)}  (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
-try {
-  main(process.argv.slice(2));
-} catch (err) {
-  console.error(`report: ${(err as Error).message}`);
-  process.exit(1);
-}
+runCli(main);
