@@ -1,6 +1,7 @@
 // Evaluating a classifier's predictions: accuracy, per-class precision/recall/F1, confusion matrix, most-confused
 // pairs, top losses, and test-time augmentation (average of plain + flipped predictions). Every report names its
 // split, because in the shared copy only test images 0-999 are exact (see lib/data/cifar10 EXACT_TEST_RANGE).
+import { mapRowBatches } from './batches';
 import { percent } from './format';
 import * as tf from '@tensorflow/tfjs';
 import { formatTable } from './runs';
@@ -148,17 +149,11 @@ export function evaluate(
 /** Head probabilities on cached features [n, dim], in batches. */
 export function predictFeatures(head: tf.LayersModel, features: Float32Array, n: number, dim: number, batchSize = 2000): Float32Array {
   if (features.length !== n * dim) throw new Error(`features have ${features.length} values, expected ${n} x ${dim}`);
-  const k = head.outputs[0].shape[1] as number;
-  const out = new Float32Array(n * k);
-  for (let s = 0; s < n; s += batchSize) {
-    const m = Math.min(batchSize, n - s);
-    // One predict call per chunk with batchSize = chunk: predict's default (32) slices the input tensor per
-    // mini-batch, and each slice of a 2000-row tensor costs more than the forward pass itself on wasm.
-    const p = tf.tidy(() => head.predict(tf.tensor2d(features.subarray(s * dim, (s + m) * dim), [m, dim]), { batchSize: m }) as tf.Tensor);
-    out.set(p.dataSync() as Float32Array, s * k);
-    p.dispose();
-  }
-  return out;
+  // One predict call per chunk with batchSize = chunk: predict's default (32) slices the input tensor per
+  // mini-batch, and each slice of a 2000-row tensor costs more than the forward pass itself on wasm.
+  return mapRowBatches(n, batchSize, head.outputs[0].shape[1] as number, (s, m) =>
+    head.predict(tf.tensor2d(features.subarray(s * dim, (s + m) * dim), [m, dim]), { batchSize: m }) as tf.Tensor,
+  );
 }
 
 /** Test-time augmentation: the mean of the head's probabilities over views (e.g. [plain, flip]) of the same images. */

@@ -97,8 +97,8 @@ export function bar(opts: Common & { categories: ArrayLike<Label>; values: Num |
 }
 
 /** Images per class. */
-export function classCounts(counts: Num, classNames: string[], opts: Common = {}): Figure {
-  if (counts.length !== classNames.length) throw new Error(`classCounts: ${counts.length} counts for ${classNames.length} class names`);
+export function classCountsChart(counts: Num, classNames: string[], opts: Common = {}): Figure {
+  if (counts.length !== classNames.length) throw new Error(`classCountsChart: ${counts.length} counts for ${classNames.length} class names`);
   return bar({ title: 'Images per class', xTitle: 'class', yTitle: 'images', ...opts, categories: classNames, values: counts, showValues: true });
 }
 
@@ -184,8 +184,8 @@ export function heatmap(opts: Common & { z: Num[]; x: Label[]; y: Label[]; showV
 }
 
 /** Confusion matrix: rows = true class, columns = predicted; `normalize` shows each row as fractions. */
-export function confusionMatrix(matrix: Num[], classNames: string[], opts: Common & { normalize?: boolean } = {}): Figure {
-  if (matrix.length !== classNames.length) throw new Error(`confusionMatrix: ${matrix.length} rows for ${classNames.length} classes`);
+export function confusionHeatmap(matrix: Num[], classNames: string[], opts: Common & { normalize?: boolean } = {}): Figure {
+  if (matrix.length !== classNames.length) throw new Error(`confusionHeatmap: ${matrix.length} rows for ${classNames.length} classes`);
   const z = matrix.map((row) => {
     const r = arr(row);
     const sum = r.reduce((a, b) => a + b, 0);

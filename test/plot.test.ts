@@ -5,14 +5,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { PNG } from 'pngjs';
-import { bar, classCounts, confusionMatrix, heatmap, histogram, imageGrid, lineChart, liveFigure, scatter, show, table } from '../lib/plot';
+import { bar, classCountsChart, confusionHeatmap, heatmap, histogram, imageGrid, lineChart, liveFigure, scatter, show, table } from '../lib/plot';
 import { figureHtml, scriptJson } from '../lib/plotly-html';
 import { displayBundle } from '../lib/notebook';
 
 const roundTrip = <T>(v: T): T => JSON.parse(JSON.stringify(v));
 
-test('bar / classCounts: one trace per series, typed arrays become plain arrays', () => {
-  const f = classCounts(new Int32Array([3, 4]), ['cat', 'dog']);
+test('bar / classCountsChart: one trace per series, typed arrays become plain arrays', () => {
+  const f = classCountsChart(new Int32Array([3, 4]), ['cat', 'dog']);
   assert.deepEqual(roundTrip(f), f, 'figure survives JSON unchanged');
   assert.equal(f.data.length, 1);
   assert.deepEqual(f.data[0].x, ['cat', 'dog']);
@@ -21,7 +21,7 @@ test('bar / classCounts: one trace per series, typed arrays become plain arrays'
   const g = bar({ categories: ['a', 'b'], values: [{ name: 'val', y: [0.5, 0.6] }, { name: 'test', y: [0.4, 0.7] }], horizontal: true });
   assert.deepEqual(g.data.map((t) => [t.name, t.orientation, t.y]), [['val', 'h', ['a', 'b']], ['test', 'h', ['a', 'b']]]);
   assert.equal(g.layout.barmode, 'group');
-  assert.throws(() => classCounts([1, 2, 3], ['a', 'b']), /classCounts: 3 counts for 2 class names/);
+  assert.throws(() => classCountsChart([1, 2, 3], ['a', 'b']), /classCountsChart: 3 counts for 2 class names/);
   assert.throws(() => bar({ categories: ['a'], values: [1, 2] }), /bar: series "value" has 2 values for 1 categories/);
 });
 
@@ -44,8 +44,8 @@ test('scatter with log x (lr finder) and histogram', () => {
   assert.deepEqual(h.data.map((t) => [t.type, t.x, t.nbinsx]), [['histogram', [1, 2], 5], ['histogram', [3], 5]]);
 });
 
-test('heatmap / confusionMatrix: labels, reversed y, normalised rows', () => {
-  const f = confusionMatrix([[3, 1], [0, 4]], ['cat', 'dog'], { normalize: true });
+test('heatmap / confusionHeatmap: labels, reversed y, normalised rows', () => {
+  const f = confusionHeatmap([[3, 1], [0, 4]], ['cat', 'dog'], { normalize: true });
   const t = f.data[0];
   assert.equal(t.type, 'heatmap');
   assert.deepEqual(t.z, [[0.75, 0.25], [0, 1]]);

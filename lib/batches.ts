@@ -1,0 +1,18 @@
+// Row-batched inference: keep memory flat on large sets by running a model over slices of the rows and
+// collecting each slice's [m, width] output into one flat array.
+import * as tf from '@tensorflow/tfjs';
+
+/**
+ * Call `run(start, m)` for consecutive slices of `n` rows (m <= batchSize), each returning an [m, width] tensor
+ * (created inside a tidy scope, disposed here), and return all outputs as one Float32Array [n * width].
+ */
+export function mapRowBatches(n: number, batchSize: number, width: number, run: (start: number, m: number) => tf.Tensor): Float32Array {
+  const out = new Float32Array(n * width);
+  for (let s = 0; s < n; s += batchSize) {
+    const m = Math.min(batchSize, n - s);
+    const p = tf.tidy(() => run(s, m));
+    out.set(p.dataSync() as Float32Array, s * width);
+    p.dispose();
+  }
+  return out;
+}
