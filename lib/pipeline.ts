@@ -12,7 +12,10 @@ import { extractFeatures } from './features';
 import { assembleModel, buildHead, gitCommit, headConfigOf, headWeights, loadModel, MODEL_DIR, ModelMetadata, predictPixels, saveModel, setHeadWeights } from './model';
 import { ProgressSink } from './progress';
 import { defaultConfig, ExperimentConfig } from './config';
-import { concatFeatures, DEFAULT_TRAIN, LabeledFeatures, SEED_SWEEP, subsetFeatures, sweep, SweepResult, TrainConfig, TrainOptions, trainHead, TrainResult } from './train';
+import { TrainConfig } from './head-trainer';
+import { concatFeatures, LabeledFeatures, subsetFeatures } from './labeled-features';
+import { SEED_SWEEP, sweep, SweepResult } from './sweep';
+import { trainHead, TrainOptions, TrainResult } from './training-loop';
 
 export interface Splits {
   classNames: string[];
@@ -96,7 +99,8 @@ export interface EndToEndOptions extends FeatureOptions {
 /**
  * The seed's regime: every epoch augments the training images in pixel space and runs them through the frozen
  * backbone(s) again (no cache), then trains the head one epoch on those features. Slow by design — it exists to
- * compare against training on cached views (accuracy and time) on a small subset.
+ * compare against training on cached views (accuracy and time) on a small subset. Like trainHead, it logs the run
+ * only with `saveRun: true`.
  */
 export async function trainEndToEnd(
   train: ImageSet,
@@ -302,7 +306,8 @@ export interface RegimeComparison {
 /**
  * The two augmentation regimes on the same small subset and the same head settings: training on cached views
  * (features computed once; the time includes computing them when the cache is cold) versus the seed's end-to-end
- * regime (fresh pixel-space augmentation through the frozen backbones every epoch). Accuracy and wall time.
+ * regime (fresh pixel-space augmentation through the frozen backbones every epoch). Accuracy and wall time. Both
+ * runs go to the experiment log.
  */
 export async function compareRegimes(
   data: Cifar10,
@@ -315,9 +320,9 @@ export async function compareRegimes(
   const val = await featuresFor(small.val, ['plain'], fo);
   const t0 = Date.now();
   const train = await featuresFor(small.train, [...p.views], fo);
-  const cached = await trainHead(train, val, cfg, { label: 'cached views', run: { kind: 'train', slug: 'compare-cached', data: { compare: 'cached' } } });
+  const cached = await trainHead(train, val, cfg, { label: 'cached views', saveRun: true, run: { kind: 'train', slug: 'compare-cached', data: { compare: 'cached' } } });
   const cachedSeconds = (Date.now() - t0) / 1000;
-  const e2e = await trainEndToEnd(small.train, val, cfg, { ...fo, augment: AUG_VIEW_OPTIONS, seed: p.seed }, { run: { slug: 'compare-e2e' } });
+  const e2e = await trainEndToEnd(small.train, val, cfg, { ...fo, augment: AUG_VIEW_OPTIONS, seed: p.seed }, { saveRun: true, run: { slug: 'compare-e2e' } });
   cached.head.dispose();
   e2e.head.dispose();
   return {
@@ -342,22 +347,23 @@ function headBase(p: ExperimentParams): Partial<TrainConfig> {
 
 /**
  * The seed's sweep — learning rates 0.0005-0.0015 x dropout 0.25/0.35 — in one call, every run in the log under one
- * group. Ranking eight settings needs neither all the data nor the full schedule, so it runs on a stratified
- * subset (`sweepImages`) for `sweepEpochs`; the final training uses everything.
+ * group (unless `saveRun: false`). Ranking eight settings needs neither all the data nor the full schedule, so it
+ * runs on a stratified subset (`sweepImages`) for `sweepEpochs`; the final training uses everything.
  */
 export async function sweepHeads(train: LabeledFeatures, val: LabeledFeatures, p: ExperimentParams, opts: TrainOptions = {}): Promise<SweepResult & { images: number }> {
   const sub = p.sweepImages && p.sweepImages < train.n
     ? subsetFeatures(train, stratifiedSample(train.labels, Array.from({ length: train.n }, (_, i) => i), p.sweepImages, p.seed))
     : train;
-  const s = await sweep(sub, val, SEED_SWEEP, { ...headBase(p), epochs: p.sweepEpochs }, { ...opts, run: { ...opts.run, data: { ...runData(p), sweepTrain: sub.n } } });
+  const s = await sweep(sub, val, SEED_SWEEP, { ...headBase(p), epochs: p.sweepEpochs }, { ...opts, saveRun: opts.saveRun ?? true, run: { ...opts.run, data: { ...runData(p), sweepTrain: sub.n } } });
   return { ...s, images: sub.n };
 }
 
-/** The final training on all training features with the chosen learning rate and dropout. */
+/** The final training on all training features with the chosen learning rate and dropout; logged unless `saveRun: false`. */
 export function trainFinal(train: LabeledFeatures, val: LabeledFeatures, p: ExperimentParams, lr: number, dropout: number, opts: TrainOptions = {}): Promise<TrainResult> {
   return trainHead(train, val, { ...headBase(p), epochs: p.epochs, lr, dropout }, {
     label: `final lr=${lr} drop=${dropout}`,
     ...opts,
+    saveRun: opts.saveRun ?? true,
     run: { kind: 'train', slug: 'final', ...opts.run, data: runData(p) },
   });
 }

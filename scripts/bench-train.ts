@@ -1,5 +1,5 @@
 // Head-training speed: seconds per epoch over 45,000 cached features of 2,048 dims (v1 768 + v2 1280), for the
-// hand-written trainer (lib/train.ts) against tfjs' own `fit` of the same head (extrapolated from a few batches:
+// hand-written trainer (lib/head-trainer.ts) against tfjs' own `fit` of the same head (extrapolated from a few batches:
 // a full fit epoch takes ~40 s on wasm). Synthetic features: speed does not depend on their values.
 // Run: npm run bench:train -- [--n 45000] [--dim 2048] [--units 256] [--batch 256] [--bn-affine]
 // (`npm run bench` runs the same measurement on every backend, side by side.)
@@ -11,7 +11,8 @@ import { initBackend } from '../lib/backend';
 import { buildHead } from '../lib/model';
 import { dataDir } from '../lib/paths';
 import { rng } from '../lib/random';
-import { DEFAULT_TRAIN, HeadTrainer, LabeledFeatures } from '../lib/train';
+import { DEFAULT_TRAIN, HeadTrainer } from '../lib/head-trainer';
+import { LabeledFeatures } from '../lib/labeled-features';
 
 export interface HeadBench {
   n: number;

@@ -17,7 +17,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { writeJsonAtomic } from '../lib/atomic';
 import { parseCli, UsageError } from '../lib/cli';
-import { BACKBONES, BackboneName, backboneSpec } from '../lib/backbones';
+import { BACKBONES, BackboneName, backboneSpec, findBackboneDir } from '../lib/backbones';
 import { BackendName, initBackend } from '../lib/backend';
 import { loadCifar10, PIXELS_PER_IMAGE as PIXELS } from '../lib/data/cifar10';
 import { extractFeatures, terminateFeaturePool } from '../lib/features';
@@ -25,6 +25,7 @@ import { assembleModel, buildHead, loadModel, predictPixels, saveModel } from '.
 import { dataDir } from '../lib/paths';
 import { rng } from '../lib/random';
 import { benchHead, HeadBench } from './bench-train';
+import { VENV as KERAS_VENV } from './export-keras';
 
 const OPTIONS = {
   backends: { type: 'string', default: 'tensorflow,wasm', help: 'comma list of backends to compare' },
@@ -35,6 +36,7 @@ const OPTIONS = {
   'head-n': { type: 'string', default: '45000', help: 'feature rows per head-training epoch' },
   workers: { type: 'string', default: String(os.cpus().length), help: 'wasm worker threads' },
   batch: { type: 'string', default: '', help: 'images per backbone call (default: each backend its best)' },
+  peer: { type: 'boolean', default: false, help: 'also measure Keras/TensorFlow in graph mode on the same cores (uses the export:keras venv)' },
   child: { type: 'string', default: '', help: '(internal) measure in this process and print JSON' },
 } as const;
 
@@ -114,6 +116,24 @@ async function measure(a: Args): Promise<BackendResult> {
   return { backend: backend.name, summary: backend.summary, features, head, predict, load1: +os.loadavg()[0].toFixed(2) };
 }
 
+interface PeerResult { tensorflow: string; keras: string; features: { backbone: string; resolution: number; imagesPerSec: number }[]; headEpochSeconds: number }
+
+/** Keras in graph mode on the same backbones (scripts/peer_keras_bench.py in the export:keras venv), or why not. */
+function runPeer(a: Args): PeerResult | string {
+  const python = path.join(KERAS_VENV, 'bin', 'python');
+  if (!fs.existsSync(python)) return `no Keras venv at ${KERAS_VENV}: run \`npm run export:keras\` once to make it`;
+  const dir = findBackboneDir('mobilenet_v2');
+  if (!dir) return 'backbones not found (set BACKBONES_DIR)';
+  try {
+    const out = execFileSync(python, [path.join(__dirname, 'peer_keras_bench.py'), '--backbones-dir', path.dirname(dir), '--backbones', a.backbones,
+      '--resolution', a.res.split(',')[0], '--n', a.n, '--head-n', a['head-n']], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 }).toString();
+    const line = out.split('\n').find((l) => l.startsWith('PEER_JSON '));
+    return line ? (JSON.parse(line.slice('PEER_JSON '.length)) as PeerResult) : 'no result printed';
+  } catch (err) {
+    return ((err as { stderr?: Buffer }).stderr?.toString().trim().split('\n').pop() ?? (err as Error).message).slice(0, 300);
+  }
+}
+
 function runChild(backend: string, argv: string[]): BackendResult | string {
   try {
     const ts = __filename.endsWith('.ts') ? ['-r', require.resolve('ts-node/register/transpile-only')] : [];
@@ -154,6 +174,8 @@ async function main(): Promise<void> {
     console.log(`  ${r.summary.replace(/^tfjs backend: /, '')} — measured in ${((Date.now() - t0) / 1000).toFixed(0)} s, load ${r.load1}`);
   }
   if (!results.length) throw new Error(`no backend could be measured: ${Object.entries(failed).map(([k, v]) => `${k}: ${v}`).join('; ')}`);
+  const peer = a.peer ? runPeer(a) : undefined;
+  if (typeof peer === 'string') console.log(`  keras peer: did not run (${peer})`);
 
   const ref = results.find((r) => r.backend === 'wasm');
   const ratio = (x: number, y: number | undefined) => (y ? ` (${(x / y).toFixed(1)}x wasm)` : '');
@@ -174,7 +196,17 @@ async function main(): Promise<void> {
   console.log(`\n${fmt(['', ...results.map((r) => r.backend)])}\n${fmt(widths.map((w) => '-'.repeat(w)))}\n${rows.map(fmt).join('\n')}`);
 
   const file = path.join(dataDir('bench'), `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeJsonAtomic(file, { date: new Date().toISOString(), cores, cpu: os.cpus()[0]?.model, options: { ...a, child: undefined }, results, failed });
+  if (peer && typeof peer !== 'string') {
+    const tfr = results.find((r) => r.backend === 'tensorflow');
+    const vs = (ours: number | undefined, theirs: number) => (ours ? ` (ours ${(ours / theirs).toFixed(2)}x)` : '');
+    console.log(`\nthe peer, Keras ${peer.keras} / TensorFlow ${peer.tensorflow} in graph mode (tf.function, batch 100), same run:`);
+    for (const f of peer.features) {
+      const mine = tfr?.features.find((g) => g.backbone === f.backbone && g.resolution === f.resolution)?.imagesPerSec;
+      console.log(`  features ${f.backbone} ${f.resolution}px: ${f.imagesPerSec.toFixed(0)} img/s${vs(mine, f.imagesPerSec)}`);
+    }
+    console.log(`  head epoch (Keras fit): ${peer.headEpochSeconds.toFixed(2)} s${tfr ? ` (ours ${(peer.headEpochSeconds / tfr.head.trainerSeconds).toFixed(2)}x faster)` : ''}`);
+  }
+  writeJsonAtomic(file, { date: new Date().toISOString(), cores, cpu: os.cpus()[0]?.model, options: { ...a, child: undefined }, results, failed, peer });
   console.log(`\nwrote ${file} (figures mean something only when the load average stayed near or below ${cores})`);
 }
 

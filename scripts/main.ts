@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   let sweepTableText = '';
   if (p.sweepEpochs > 0) {
     const s = await timed(`sweep 4x2 (${Math.min(p.sweepImages || train.n, train.n)} images, ${p.sweepEpochs} epochs each)`, () =>
-      sweepHeads(train, val, p, { backend: backend.name }),
+      sweepHeads(train, val, p, { backend: backend.name, saveRun: true }),
     );
     s.best.head.dispose();
     sweepTableText = s.table;
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
     if (Number.isNaN(dropout)) dropout = s.best.config.dropout;
   }
 
-  const final = await timed(`final training (${p.epochs} epochs)`, () => trainFinal(train, val, p, lr, dropout, { backend: backend.name }));
+  const final = await timed(`final training (${p.epochs} epochs)`, () => trainFinal(train, val, p, lr, dropout, { backend: backend.name, saveRun: true }));
   if (final.message) console.log(final.message);
 
   // Evaluation on every labelled split; TTA averages plain + flipped predictions.

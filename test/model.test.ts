@@ -11,7 +11,7 @@ import { BackboneName, BACKBONES } from '../lib/backbones';
 import { extractFeatures, terminateFeaturePool } from '../lib/features';
 import { assembleModel, buildHead, headWeights, loadModel, predictPixels, saveModel, setHeadWeights, usesFrozenGraph } from '../lib/model';
 import { predictFeatures } from '../lib/evaluate';
-import { concatFeatures } from '../lib/train';
+import { concatFeatures } from '../lib/labeled-features';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 
 const REAL = process.env.BACKBONES_DIR;

@@ -225,7 +225,7 @@ describe('saving the classifier', () => {
     const { initBackend } = await import('../lib/backend');
     const { loadCifar10 } = await import('../lib/data/cifar10');
     const { evaluateHead, experimentSplits, featuresFor, EXPERIMENT } = await import('../lib/pipeline');
-    const { trainHead } = await import('../lib/train');
+    const { trainHead } = await import('../lib/training-loop');
     await initBackend({ log: () => {} });
     process.env.CIFAR10_DIR = cifarDir;
     const data = await loadCifar10({ download: false });
@@ -235,7 +235,7 @@ describe('saving the classifier', () => {
     const train = await featuresFor(splits.train, ['plain'], fo);
     const val = await featuresFor(splits.val, ['plain'], fo);
     const test = await featuresFor(splits.testFull, ['plain'], fo);
-    const res = await trainHead(train, val, { epochs: 1, lr: 0.001, dropout: 0.3 }, { progress: false, saveRun: false });
+    const res = await trainHead(train, val, { epochs: 1, lr: 0.001, dropout: 0.3 }, { progress: false });
     const evals = evaluateHead(res.head, val, test, splits);
     return { p, splits, test, evals, head: res.head };
   }
