@@ -157,8 +157,8 @@ export function predictFeatures(head: tf.LayersModel, features: Float32Array, n:
 }
 
 /** Test-time augmentation: the mean of the head's probabilities over views (e.g. [plain, flip]) of the same images. */
-export function predictTTA(head: tf.LayersModel, views: Float32Array[], n: number, dim: number): Float32Array {
-  if (!views.length) throw new Error('predictTTA: no views');
+export function predictFeaturesTTA(head: tf.LayersModel, views: Float32Array[], n: number, dim: number): Float32Array {
+  if (!views.length) throw new Error('predictFeaturesTTA: no views');
   const sum = predictFeatures(head, views[0], n, dim);
   for (const v of views.slice(1)) {
     const p = predictFeatures(head, v, n, dim);

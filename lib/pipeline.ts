@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { AUG_VIEW_OPTIONS, AugmentOptions, randomAugment } from './augment';
 import { BackboneName, BACKBONES, backboneSpec } from './backbones';
 import { Cifar10, EXACT_TEST_RANGE, ImageSet, PIXELS_PER_IMAGE, splitTrainVal, stratifiedSample, testRange } from './data/cifar10';
-import { evaluate, Evaluation, predictFeatures, predictTTA, SPLIT_LABELS } from './evaluate';
+import { evaluate, Evaluation, predictFeatures, predictFeaturesTTA, SPLIT_LABELS } from './evaluate';
 import { extractFeatures } from './features';
 import { assembleModel, buildHead, gitCommit, headConfigOf, headWeights, loadModel, MODEL_DIR, ModelMetadata, predictPixels, saveModel, setHeadWeights } from './model';
 import { ProgressSink } from './progress';
@@ -182,7 +182,7 @@ export function evaluateHead(head: tf.LayersModel, val: LabeledFeatures, test: L
   const one = (label: string, f: LabeledFeatures, set: ImageSet, rows: number): SplitEvaluation => {
     const opts = { split: label, classNames: splits.classNames, indices: set.indices };
     const plain = rowsOf(predictFeatures(head, f.views[0], f.n, f.dim), rows, k);
-    const tta = f.views.length > 1 ? rowsOf(predictTTA(head, f.views, f.n, f.dim), rows, k) : undefined;
+    const tta = f.views.length > 1 ? rowsOf(predictFeaturesTTA(head, f.views, f.n, f.dim), rows, k) : undefined;
     return {
       label,
       plain: evaluate(plain, set.labels, opts),

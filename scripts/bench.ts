@@ -188,7 +188,7 @@ async function main(): Promise<void> {
     });
     rows.push([`features ${f.backbone} ${f.resolution}px`, ...cells]);
   }
-  rows.push(['head epoch (trainer), 45k x 2048', ...results.map((r) => `${r.head.trainerSeconds.toFixed(2)} s${r === ref || !ref ? '' : ` (${(ref.head.trainerSeconds / r.head.trainerSeconds).toFixed(1)}x faster)`}`)]);
+  rows.push([`head epoch (trainer), ${Number(a['head-n']).toLocaleString()} x 2048`, ...results.map((r) => `${r.head.trainerSeconds.toFixed(2)} s${r === ref || !ref ? '' : ` (${(ref.head.trainerSeconds / r.head.trainerSeconds).toFixed(1)}x faster)`}`)]);
   rows.push(['head epoch (tfjs fit, extrapolated)', ...results.map((r) => `${r.head.fitSeconds.toFixed(1)} s`)]);
   rows.push([`end-to-end predict, ${a['predict-n']} images`, ...results.map((r) => `${r.predict.imagesPerSec.toFixed(0)} img/s${r === ref ? '' : ratio(r.predict.imagesPerSec, ref?.predict.imagesPerSec)}`)]);
   const widths = [0, ...results.map(() => 0)].map((_, i) => Math.max(...[['', ...results.map((r) => r.backend)], ...rows].map((r) => r[i].length)));
