@@ -18,6 +18,7 @@ import { AUGMENT_VERSION, parseView } from './augment';
 import { BackboneName, backboneFingerprint, backboneFolder, backboneSpec } from './backbones';
 import { initBackend } from './backend';
 import { writeFileAtomic } from './atomic';
+import { interruptible, InterruptedError, yieldToEventLoop } from './cancel';
 import { bestEffortWrite } from './writable';
 import { BatchTask, extractBatch, WORKER_ROLE } from './features-worker';
 import { dataDir } from './paths';
@@ -49,6 +50,8 @@ export interface ExtractOptions {
   progress?: boolean | ProgressSink;
   /** Folder holding the backbone folders (else BACKBONES_DIR, data/models). */
   backbonesDir?: string;
+  /** Stops the extraction between batches (as an interrupt does); finished chunks stay cached. */
+  signal?: AbortSignal;
 }
 
 export const CACHE_FORMAT = 'cifar10-features-v2';
@@ -332,6 +335,11 @@ class FeaturePool {
     });
   }
 
+  /** Stop at once: reject running and queued jobs with `err` and terminate the threads (an interrupt). */
+  abort(err: Error): void {
+    this.fail(err);
+  }
+
   /** Reject every queued (not yet running) job: after one batch fails, the rest of that call is pointless. */
   cancelQueued(err: Error): void {
     for (const j of this.queue.splice(0)) j.reject(err);
@@ -418,11 +426,22 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
   const toCompute = missing.reduce((a, l) => a + l.length, 0);
   let shared = 0; // images another run computed meanwhile (read from the cache it wrote)
   if (missing.length) {
+    // Interrupt (notebook) / Ctrl-C (CLI): stop between batches, keep the chunks already cached, say how far.
+    const label = `features ${opts.backbone} ${resolution}px ${view}`;
+    let done = 0;
+    let written = 0;
+    const op = interruptible(label, opts.signal);
+    const howFar = () => `after ${done.toLocaleString('en')} / ${missing.length.toLocaleString('en')} images; ${written.toLocaleString('en')} cached`;
+    const onAbort = () => {
+      if (nWorkers > 0) pool?.abort(new InterruptedError(`${label} interrupted ${howFar()}`)); // stops the workers now
+    };
+    op.signal.addEventListener('abort', onAbort, { once: true });
     const run: (t: BatchTask) => Promise<Float32Array> =
-      nWorkers > 0 ? (t) => getPool(nWorkers).run(t) : (() => {
+      nWorkers > 0 ? (t) => (op.check(howFar), getPool(nWorkers).run(t)) : (() => {
         let chain = Promise.resolve(); // in-process: one batch at a time
         return (t: BatchTask) => {
-          const p = chain.then(() => extractBatch(t));
+          // A macrotask between batches lets a SIGINT (or a kernel message) arrive; a microtask chain never would.
+          const p = chain.then(yieldToEventLoop).then(() => (op.check(howFar), extractBatch(t)));
           chain = p.then(() => undefined, () => undefined);
           return p;
         };
@@ -430,7 +449,7 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
     const sink: ProgressSink =
       typeof opts.progress === 'object' ? opts.progress
         : opts.progress === false ? silentProgress
-        : makeProgress(`features ${opts.backbone} ${resolution}px ${view}${nWorkers ? ` x${nWorkers} workers` : ''}`, missing.length);
+        : makeProgress(`${label}${nWorkers ? ` x${nWorkers} workers` : ''}`, missing.length);
     const chunks: number[][][] = [];
     for (let i = 0; i < missing.length; i += CHUNK) chunks.push(missing.slice(i, i + CHUNK));
     const keysOf = (chunk: number[][]) =>
@@ -453,6 +472,7 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
             if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);
             feats.set(f, b * dim);
             sink.tick(part.length);
+            done += part.length;
           }),
         );
       }
@@ -460,7 +480,9 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
       place(chunk, feats);
       if (useCache) {
         // A read-only or full cache folder costs the caching, never the features just computed.
-        bestEffortWrite(`feature cache in ${folder}`, () => writeFileAtomic(fileOf(chunk), encodeChunk(settings, keysOf(chunk), feats)));
+        if (bestEffortWrite(`feature cache in ${folder}`, () => writeFileAtomic(fileOf(chunk), encodeChunk(settings, keysOf(chunk), feats)))) {
+          written += chunk.length;
+        }
       }
     };
     try {
@@ -494,12 +516,16 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
             break;
           }
           await new Promise((r) => setTimeout(r, CLAIM_POLL_MS));
+          op.check(howFar);
         }
       }
     } catch (err) {
       if (nWorkers > 0) pool?.cancelQueued(err as Error);
-      sink.done('failed');
+      sink.done(err instanceof InterruptedError ? 'interrupted' : 'failed');
       throw err;
+    } finally {
+      op.signal.removeEventListener('abort', onAbort);
+      op.release();
     }
     sink.done(`${toCompute - shared} computed, ${cached + shared} from cache${shared ? ` (${shared} computed meanwhile by another run)` : ''}`);
   }

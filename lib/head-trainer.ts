@@ -12,6 +12,7 @@
 // scalar is read per step (wasm is synchronous: the read stalls no pipeline). What remains is two big matmuls per
 // step (three with bnAffine), so the epoch time is set by D x units. The trained weights go into a regular tfjs
 // head model (lib/model.ts) for evaluation, assembling and saving.
+import { yieldToEventLoop } from './cancel';
 import * as tf from '@tensorflow/tfjs';
 import { mapRowBatches } from './batches';
 import { LabeledFeatures } from './labeled-features';
@@ -274,6 +275,33 @@ export class HeadTrainer {
    * (NaN/±Infinity) as soon as it appears: the caller stops and restores.
    */
   trainEpoch(d: LabeledFeatures, epoch: number, lrAt?: (step: number) => number): { loss: number; lr: number } {
+    const steps = this.epochSteps(d, epoch, lrAt);
+    let r = steps.next();
+    while (!r.done) r = steps.next();
+    return r.value;
+  }
+
+  /**
+   * trainEpoch that hands control back to the event loop every ~200 ms (so an interrupt can arrive) and calls
+   * `check` there, which throws to stop between batches. The same steps in the same order: the same numbers.
+   */
+  async trainEpochInterruptible(d: LabeledFeatures, epoch: number, check: () => void, lrAt?: (step: number) => number): Promise<{ loss: number; lr: number }> {
+    const steps = this.epochSteps(d, epoch, lrAt);
+    let last = Date.now();
+    let r = steps.next();
+    while (!r.done) {
+      if (Date.now() - last > 200) {
+        await yieldToEventLoop();
+        check();
+        last = Date.now();
+      }
+      r = steps.next();
+    }
+    return r.value;
+  }
+
+  /** The epoch as a generator: one optimisation step per `next()`, the epoch's loss and LR as its return value. */
+  private *epochSteps(d: LabeledFeatures, epoch: number, lrAt?: (step: number) => number): Generator<void, { loss: number; lr: number }> {
     const B = Math.min(this.cfg.batchSize, d.n);
     const steps = Math.floor(d.n / B);
     const { rows, views } = this.epochOrder(d);
@@ -314,6 +342,7 @@ export class HeadTrainer {
       const loss = this.trainStep({ x, m1, m2, y, mean, inv }, lr);
       if (!Number.isFinite(loss)) return { loss, lr };
       total += loss;
+      yield;
     }
     return { loss: total / Math.max(1, steps), lr };
   }

@@ -1,5 +1,6 @@
 // Many heads at once: the seed's lr x dropout sweep (one call, one comparison table, one group in the experiment
 // log when the runs are logged) and fastai's LR range test (lrFind).
+import { interruptible, yieldToEventLoop } from './cancel';
 import { formatTable, percent } from './format';
 import { HeadTrainer, resolveTrainConfig, TrainConfig } from './head-trainer';
 import { checkData, columnStats, LabeledFeatures, subsetFeatures } from './labeled-features';
@@ -81,11 +82,11 @@ export interface LrFindResult {
  * fastai-style LR range test: from minLr to maxLr exponentially over `steps` mini-batches (fresh head, the given
  * config otherwise), stopping early once the loss explodes (> 4x the best). Weights are thrown away.
  */
-export function lrFind(
+export async function lrFind(
   train: LabeledFeatures,
   config: Partial<TrainConfig> = {},
-  opts: { minLr?: number; maxLr?: number; steps?: number } = {},
-): LrFindResult {
+  opts: { minLr?: number; maxLr?: number; steps?: number; signal?: AbortSignal } = {},
+): Promise<LrFindResult> {
   const cfg = resolveTrainConfig(config);
   checkData(train, 'training features');
   const minLr = opts.minLr ?? 1e-6;
@@ -98,9 +99,16 @@ export function lrFind(
   let smooth = 0;
   let bestLoss = Infinity;
   const beta = 0.98;
+  const op = interruptible('LR finder', opts.signal);
+  let last = Date.now();
   try {
     // One random mini-batch per step, each a 1-step "epoch" of the trainer: same code path as real training.
     for (let i = 0; i < steps; i++) {
+      if (Date.now() - last > 200) {
+        await yieldToEventLoop(); // an interrupt can arrive, and stops the search between steps
+        op.check(() => `at step ${i}/${steps}`);
+        last = Date.now();
+      }
       const lr = lrAt(i);
       const { loss } = trainer.trainEpoch(batchOf(train, cfg.batchSize, i, cfg.seed), 0, () => lr);
       if (!Number.isFinite(loss)) break;
@@ -112,6 +120,7 @@ export function lrFind(
       if (debiased > 4 * bestLoss) break;
     }
   } finally {
+    op.release();
     trainer.dispose();
   }
   const iMin = losses.indexOf(Math.min(...losses));

@@ -9,6 +9,7 @@
 // `state.stop(reason)`: the event it is in still runs to its end, the next one does not — so a stop in afterValidate
 // (a NaN epoch) skips that epoch's afterEpoch (no report of a broken epoch), a stop in afterEpoch (patience) ends
 // the fit after the epoch has been reported.
+import { interruptible, yieldToEventLoop } from './cancel';
 import * as tf from '@tensorflow/tfjs';
 import { percent } from './format';
 import { HeadTrainer, resolveTrainConfig, TrainConfig } from './head-trainer';
@@ -39,6 +40,8 @@ export interface TrainResult {
 }
 
 export interface TrainOptions {
+  /** Stops training between batches (as an interrupt or Ctrl-C does): an InterruptedError saying where. */
+  signal?: AbortSignal;
   /** Called after each epoch with the current (not best) weights, in headWeights() order. */
   onEpochEnd?: (rec: EpochRecord, currentWeights: () => tf.Tensor[]) => void | Promise<void>;
   /**
@@ -271,6 +274,9 @@ export async function trainHead(
   opts: TrainOptions = {},
 ): Promise<TrainResult> {
   const cfg = resolveTrainConfig(config);
+  // Leave the cell's synchronous start before any heavy work: a notebook Interrupt that arrives then finds our
+  // SIGINT handler (tslab's breaks synchronous code only, and takes the kernel down when that code is native).
+  await yieldToEventLoop();
   checkData(train, 'training features');
   checkData(val, 'validation features');
   if (val.dim !== train.dim) throw new Error(`validation features have dim ${val.dim}, training features ${train.dim}`);
@@ -288,13 +294,16 @@ export async function trainHead(
     ...(opts.saveRun ? [new RunLogger({ ...opts.run, kind, backend: opts.backend })] : []),
     ...(opts.callbacks ?? []),
   ];
+  const op = interruptible(`training ${s.label}`, opts.signal);
   try {
     await emit(callbacks, 'beforeFit', s);
     for (let epoch = 0; epoch < cfg.epochs; epoch++) {
       const e0 = Date.now();
+      const where = () => `in epoch ${epoch + 1}/${cfg.epochs}`;
+      op.check(where);
       const data = opts.epochData ? await opts.epochData(epoch) : train;
       if (opts.epochData) checkData(data, `training features of epoch ${epoch + 1}`);
-      const { loss, lr } = trainer.trainEpoch(data, epoch);
+      const { loss, lr } = await trainer.trainEpochInterruptible(data, epoch, () => op.check(where));
       const ev = Number.isFinite(loss) ? trainer.evaluate(val) : { loss: NaN, acc: NaN };
       s.history.push({ epoch: epoch + 1, lr, loss, valLoss: ev.loss, valAcc: ev.acc, seconds: (Date.now() - e0) / 1000 });
       await emit(callbacks, 'afterValidate', s);
@@ -320,6 +329,7 @@ export async function trainHead(
       ...(s.runId ? { runId: s.runId } : {}),
     };
   } finally {
+    op.release();
     s.dispose();
     trainer.dispose();
   }

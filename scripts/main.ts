@@ -10,6 +10,7 @@ import { loadCifar10 } from '../lib/data/cifar10';
 import { formatConfusion, formatEvaluation } from '../lib/evaluate';
 import { terminateFeaturePool } from '../lib/features';
 import { MODEL_DIR } from '../lib/model';
+import { InterruptedError } from '../lib/cancel';
 import { helpText, resolveConfig } from '../lib/config';
 import {
   compareRegimes, evaluateHead, evalViews, experimentSplits, featureOptions, featuresFor, headline, metricsOf,
@@ -126,8 +127,10 @@ async function main(): Promise<void> {
 main().catch(async (err) => {
   // Set before awaiting anything: idle worker threads are unref'd, so the event loop can drain during the cleanup
   // below and end the process on its own — with this code, never with 0.
-  process.exitCode = 1;
-  console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+  // Ctrl-C stops the running step between batches (finished feature chunks stay cached): 130, as a shell expects.
+  const code = err instanceof InterruptedError ? 130 : 1;
+  process.exitCode = code;
+  console.error(`${code === 130 ? 'interrupted' : 'error'}: ${err instanceof Error ? err.message : String(err)}`);
   await terminateFeaturePool().catch(() => {});
-  process.exit(1);
+  process.exit(code);
 });

@@ -38,7 +38,7 @@ test('the sweep trains every setting, keeps the best head and groups its logged 
 
 test('the LR finder', async () => {
   await ready;
-  const f = lrFind(blobs(400, 8, 7), { units: 8, batchSize: 32 }, { steps: 80, minLr: 1e-5, maxLr: 10 });
+  const f = await lrFind(blobs(400, 8, 7), { units: 8, batchSize: 32 }, { steps: 80, minLr: 1e-5, maxLr: 10 });
   assert.ok(f.lrs.length > 20);
   for (let i = 1; i < f.lrs.length; i++) assert.ok(f.lrs[i] > f.lrs[i - 1]);
   assert.ok(f.suggested > 1e-5 && f.suggested < 10);

@@ -27,5 +27,21 @@ const parentPid = process.ppid;
 setInterval(() => {
   if (process.ppid !== parentPid) process.exit(1);
 }, 1000).unref();
+// Interrupt: tslab answers SIGINT by abandoning the running cell ("Interrupted asynchronously") while its awaited
+// work goes on. While a project operation runs (lib/cancel.ts counts them on globalThis), the operation itself
+// stops on that SIGINT and ends the cell with one line; tslab's own interrupt is kept for everything else (it is
+// still what breaks a busy synchronous loop).
+const executorModule = require(path.join(root, 'node_modules', 'tslab', 'dist', 'executor.js'));
+const createExecutor = executorModule.createExecutor;
+executorModule.createExecutor = function (...args) {
+  const executor = createExecutor.apply(this, args);
+  const interrupt = executor.interrupt;
+  executor.interrupt = () => {
+    const ops = globalThis.__cifar10ActiveOperations;
+    if (ops && ops.count > 0) return;
+    interrupt();
+  };
+  return executor;
+};
 // startKernel is tslab's stable entry point (it is what a global tslab calls into a local one).
 require(tslabMain).startKernel({ configPath, enableFindLocal: false, jsKernel: false });
