@@ -248,6 +248,8 @@ export async function saveClassifier(opts: {
     gitCommit: gitCommit(),
     runId: opts.runId,
     training: { ...opts.training, trainViews: [...opts.params.views], tta: opts.params.tta },
+    // The resolved settings of the run that made this model, when the caller has them all (npm start, notebook 05).
+    ...('trainLimit' in opts.params ? { config: { ...(opts.params as ExperimentParams) } } : {}),
     note: 'Accuracies marked "+ TTA" average plain and flipped predictions; the saved model predicts the plain view.',
   };
   try {
@@ -337,7 +339,8 @@ export async function compareRegimes(
 
 /** What the run log records about the data of every run of an experiment. */
 export function runData(p: ExperimentParams): Record<string, unknown> {
-  return { backbones: p.backbones, resolution: p.resolution, trainViews: p.views, tta: p.tta };
+  // The whole resolved configuration, typed as lib/config.ts has it (arrays, booleans, numbers, null = decided later).
+  return { backbones: p.backbones, resolution: p.resolution, trainViews: p.views, tta: p.tta, config: { ...p } };
 }
 
 /** Head settings shared by the sweep and the final training. */

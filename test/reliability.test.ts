@@ -157,6 +157,9 @@ test('relative paths are resolved against the folder the user typed them in (INI
   const r1 = run(MAIN, SMALL, { DATA_DIR: data, MODEL_DIR: 'my-model', INIT_CWD: elsewhere });
   assert.equal(r1.status, 0, lastError(r1));
   assert.ok(fs.existsSync(path.join(elsewhere, 'my-model', 'model.json')), 'MODEL_DIR=my-model landed in the caller\'s folder');
+  // The saved model records the resolved settings, typed.
+  const meta = JSON.parse(fs.readFileSync(path.join(elsewhere, 'my-model', 'metadata.json'), 'utf8'));
+  assert.deepEqual([meta.config.trainLimit, meta.config.backbones, meta.config.tta, meta.config.lr], [200, ['mobilenet_v1_0.75'], false, 0.001]);
   // An image given relative to the caller's folder is found there, not in the project.
   const { PNG } = require('pngjs');
   const png = new PNG({ width: 32, height: 32 });
