@@ -14,7 +14,9 @@ if (probe.error || probe.status !== 0) {
 }
 const args = ['lab', `--ServerApp.root_dir=${root}`, ...process.argv.slice(2)];
 console.error(`JupyterLab ${probe.stdout.trim()} with kernel "TypeScript (CIFAR-10 project)" (JUPYTER_PATH=${jupyterPath})`);
-const child = spawn('jupyter', args, { stdio: 'inherit', env: { ...process.env, JUPYTER_PATH: jupyterPath } });
+// jupyter/config/jupyter_server_config.py: saved notebooks keep plotly figures as JSON only (no PNG snapshots)
+const configPath = [path.join(root, 'jupyter', 'config'), process.env.JUPYTER_CONFIG_PATH].filter(Boolean).join(path.delimiter);
+const child = spawn('jupyter', args, { stdio: 'inherit', env: { ...process.env, JUPYTER_PATH: jupyterPath, JUPYTER_CONFIG_PATH: configPath } });
 // Ctrl-C already reaches jupyter (same process group; it asks for confirmation): just outlive it. Forward SIGTERM.
 process.on('SIGINT', () => {});
 process.on('SIGTERM', () => child.kill('SIGTERM'));

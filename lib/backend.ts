@@ -89,12 +89,25 @@ async function tryWasm(): Promise<string> {
   wasm.setWasmPaths(wasmDir());
   if (!(await tf.setBackend('wasm'))) throw new Error('wasm backend failed to initialise');
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
-  return `wasm (${simd ? 'SIMD' : 'no SIMD'}, one thread per process; use worker pools for more cores)`;
+  return `wasm (${simd ? 'SIMD' : 'no SIMD'}, one thread per process, worker pools for the other cores)`;
 }
 
 async function tryCpu(): Promise<string> {
   if (!(await tf.setBackend('cpu'))) throw new Error('cpu backend failed to initialise');
   return 'cpu (pure JS)';
+}
+
+/**
+ * Why a faster backend is not the one running, worded as information (the fallback is normal on a machine without
+ * the native build): "the native TensorFlow backend is not installed: python3 not found on PATH (...)".
+ */
+function skipNote(s: { name: BackendName; reason: string }): string {
+  if (s.name === 'tensorflow') {
+    const m = /^native TensorFlow (?:is )?not installed[:\s]*(.*)$/.exec(s.reason);
+    if (m) return `the native TensorFlow backend is not installed${!m[1] ? '' : m[1].startsWith('(') ? ` ${m[1]}` : `: ${m[1]}`}`;
+    return `the native TensorFlow backend did not load: ${s.reason}`;
+  }
+  return `the ${s.name} backend did not start: ${s.reason}`;
 }
 
 async function choose(opts: BackendOptions): Promise<BackendChoice> {
@@ -113,8 +126,8 @@ async function choose(opts: BackendOptions): Promise<BackendChoice> {
     try {
       const detail = await attempts[name]();
       await tf.ready();
-      const why = skipped.map((s) => `${s.name}: ${s.reason}`).join('; ');
-      const summary = `tfjs backend: ${detail}${prefer !== 'auto' ? ' [forced by TFJS_BACKEND]' : ''}${why ? ` — not used: ${why}` : ''}`;
+      const why = skipped.map(skipNote).join('; ');
+      const summary = `tfjs backend: ${detail}${prefer !== 'auto' ? ' [forced by TFJS_BACKEND]' : ''}${why ? `; ${why}` : ''}`;
       log(summary);
       if (name === 'cpu') warn(CPU_WARNING);
       return { name, summary, skipped };

@@ -1,29 +1,80 @@
 // Image grids as PNG (sample images per class, augmentation previews, top-loss galleries): nearest-neighbour
-// upscaling so 32x32 pixels stay crisp, optional captions in a built-in 3x5 pixel font (no font files needed).
+// upscaling so 32x32 pixels stay crisp, optional captions in a built-in 5x7 pixel font (no font files needed).
 import { PNG } from 'pngjs';
 import { displayBundle } from './notebook';
 
-// 3x5 glyphs as five 3-pixel rows, '#' = ink. Upper case only: captions are upper-cased.
+// A 5x7 pixel font (upper and lower case, digits, punctuation), as seven 5-pixel rows, '#' = ink; g j p q y have an
+// eighth row below the baseline. Drawn at 2x on tiles of 64 px and more: 14-pixel capitals, readable at a glance.
 const GLYPHS: Record<string, string> = {
-  A: '.#. #.# ### #.# #.#', B: '##. #.# ##. #.# ##.', C: '.## #.. #.. #.. .##', D: '##. #.# #.# #.# ##.',
-  E: '### #.. ##. #.. ###', F: '### #.. ##. #.. #..', G: '.## #.. #.# #.# .##', H: '#.# #.# ### #.# #.#',
-  I: '### .#. .#. .#. ###', J: '..# ..# ..# #.# .#.', K: '#.# #.# ##. #.# #.#', L: '#.. #.. #.. #.. ###',
-  M: '#.# ### ### #.# #.#', N: '##. #.# #.# #.# #.#', O: '.#. #.# #.# #.# .#.', P: '##. #.# ##. #.. #..',
-  Q: '.#. #.# #.# ##. .##', R: '##. #.# ##. #.# #.#', S: '.## #.. .#. ..# ##.', T: '### .#. .#. .#. .#.',
-  U: '#.# #.# #.# #.# ###', V: '#.# #.# #.# #.# .#.', W: '#.# #.# ### ### #.#', X: '#.# #.# .#. #.# #.#',
-  Y: '#.# #.# .#. .#. .#.', Z: '### ..# .#. #.. ###', '0': '### #.# #.# #.# ###', '1': '.#. ##. .#. .#. ###',
-  '2': '##. ..# .#. #.. ###', '3': '##. ..# .#. ..# ##.', '4': '#.# #.# ### ..# ..#', '5': '### #.. ##. ..# ##.',
-  '6': '.## #.. ### #.# ###', '7': '### ..# .#. .#. .#.', '8': '### #.# ### #.# ###', '9': '### #.# ### ..# ##.',
-  ' ': '... ... ... ... ...', '.': '... ... ... ... .#.', ',': '... ... ... .#. #..', ':': '... .#. ... .#. ...',
-  '-': '... ... ### ... ...', '_': '... ... ... ... ###', '>': '#.. .#. ..# .#. #..', '<': '..# .#. #.. .#. ..#',
-  '=': '... ### ... ### ...', '/': '..# ..# .#. #.. #..', '%': '#.# ..# .#. #.. #.#', '(': '.#. #.. #.. #.. .#.',
-  ')': '.#. ..# ..# ..# .#.', '?': '##. ..# .#. ... .#.', '!': '.#. .#. .#. ... .#.', '+': '... .#. ### .#. ...',
-  '#': '#.# ### #.# ### #.#',
+  A: '.###. #...# #...# ##### #...# #...# #...#', B: '####. #...# #...# ####. #...# #...# ####.', C: '.###. #...# #.... #.... #.... #...# .###.',
+  D: '####. #...# #...# #...# #...# #...# ####.', E: '##### #.... #.... ####. #.... #.... #####', F: '##### #.... #.... ####. #.... #.... #....',
+  G: '.###. #...# #.... #.### #...# #...# .####', H: '#...# #...# #...# ##### #...# #...# #...#', I: '.###. ..#.. ..#.. ..#.. ..#.. ..#.. .###.',
+  J: '..### ...#. ...#. ...#. ...#. #..#. .##..', K: '#...# #..#. #.#.. ##... #.#.. #..#. #...#', L: '#.... #.... #.... #.... #.... #.... #####',
+  M: '#...# ##.## #.#.# #.#.# #...# #...# #...#', N: '#...# #...# ##..# #.#.# #..## #...# #...#', O: '.###. #...# #...# #...# #...# #...# .###.',
+  P: '####. #...# #...# ####. #.... #.... #....', Q: '.###. #...# #...# #...# #.#.# #..#. .##.#', R: '####. #...# #...# ####. #.#.. #..#. #...#',
+  S: '.#### #.... #.... .###. ....# ....# ####.', T: '##### ..#.. ..#.. ..#.. ..#.. ..#.. ..#..', U: '#...# #...# #...# #...# #...# #...# .###.',
+  V: '#...# #...# #...# #...# #...# .#.#. ..#..', W: '#...# #...# #...# #.#.# #.#.# #.#.# .#.#.', X: '#...# #...# .#.#. ..#.. .#.#. #...# #...#',
+  Y: '#...# #...# .#.#. ..#.. ..#.. ..#.. ..#..', Z: '##### ....# ...#. ..#.. .#... #.... #####', a: '..... ..... .###. ....# .#### #...# .####',
+  b: '#.... #.... #.##. ##..# #...# #...# ####.', c: '..... ..... .###. #.... #.... #...# .###.', d: '....# ....# .##.# #..## #...# #...# .####',
+  e: '..... ..... .###. #...# ##### #.... .###.', f: '..##. .#..# .#... ###.. .#... .#... .#...', g: '..... ..... .#### #...# #...# .#### ....# .###.',
+  h: '#.... #.... #.##. ##..# #...# #...# #...#', i: '..#.. ..... .##.. ..#.. ..#.. ..#.. .###.', j: '...#. ..... ..##. ...#. ...#. ...#. #..#. .##..',
+  k: '#.... #.... #..#. #.#.. ##... #.#.. #..#.', l: '.##.. ..#.. ..#.. ..#.. ..#.. ..#.. .###.', m: '..... ..... ##.#. #.#.# #.#.# #.#.# #.#.#',
+  n: '..... ..... #.##. ##..# #...# #...# #...#', o: '..... ..... .###. #...# #...# #...# .###.', p: '..... ..... ####. #...# #...# ####. #.... #....',
+  q: '..... ..... .#### #...# #...# .#### ....# ....#', r: '..... ..... #.##. ##..# #.... #.... #....', s: '..... ..... .###. #.... .###. ....# ####.',
+  t: '.#... .#... ###.. .#... .#... .#..# ..##.', u: '..... ..... #...# #...# #...# #..## .##.#', v: '..... ..... #...# #...# #...# .#.#. ..#..',
+  w: '..... ..... #...# #...# #.#.# #.#.# .#.#.', x: '..... ..... #...# .#.#. ..#.. .#.#. #...#', y: '..... ..... #...# #...# #...# .#### ....# .###.',
+  z: '..... ..... ##### ...#. ..#.. .#... #####', '0': '.###. #...# #..## #.#.# ##..# #...# .###.', '1': '..#.. .##.. ..#.. ..#.. ..#.. ..#.. .###.',
+  '2': '.###. #...# ....# ...#. ..#.. .#... #####', '3': '##### ...#. ..#.. ...#. ....# #...# .###.', '4': '...#. ..##. .#.#. #..#. ##### ...#. ...#.',
+  '5': '##### #.... ####. ....# ....# #...# .###.', '6': '..##. .#... #.... ####. #...# #...# .###.', '7': '##### ....# ...#. ..#.. .#... .#... .#...',
+  '8': '.###. #...# #...# .###. #...# #...# .###.', '9': '.###. #...# #...# .#### ....# ...#. .##..', ' ': '..... ..... ..... ..... ..... ..... .....',
+  '.': '..... ..... ..... ..... ..... .##.. .##..', ',': '..... ..... ..... ..... .##.. ..#.. .#...', ':': '..... .##.. .##.. ..... .##.. .##.. .....',
+  ';': '..... .##.. .##.. ..... .##.. ..#.. .#...', '-': '..... ..... ..... ##### ..... ..... .....', '_': '..... ..... ..... ..... ..... ..... #####',
+  '+': '..... ..#.. ..#.. ##### ..#.. ..#.. .....', '=': '..... ..... ##### ..... ##### ..... .....', '/': '..... ....# ...#. ..#.. .#... #.... .....',
+  '%': '##... ##..# ...#. ..#.. .#... #..## ...##', '(': '...#. ..#.. .#... .#... .#... ..#.. ...#.', ')': '.#... ..#.. ...#. ...#. ...#. ..#.. .#...',
+  '>': '.#... ..#.. ...#. ....# ...#. ..#.. .#...', '<': '...#. ..#.. .#... #.... .#... ..#.. ...#.', '?': '.###. #...# ....# ...#. ..#.. ..... ..#..',
+  '!': '..#.. ..#.. ..#.. ..#.. ..#.. ..... ..#..', '#': '.#.#. .#.#. ##### .#.#. ##### .#.#. .#.#.', "'": '..#.. ..#.. .#... ..... ..... ..... .....',
+  '"': '.#.#. .#.#. ..... ..... ..... ..... .....', '*': '..... ..#.. #.#.# .###. #.#.# ..#.. .....', '[': '.###. .#... .#... .#... .#... .#... .###.',
+  ']': '.###. ...#. ...#. ...#. ...#. ...#. .###.', '@': '.###. #...# ....# .##.# #.#.# #.#.# .###.', '×': '..... #...# .#.#. ..#.. .#.#. #...# .....',
+  '→': '..... ..#.. ...#. ##### ...#. ..#.. .....', '·': '..... ..... ..... ..#.. ..... ..... .....', '…': '..... ..... ..... ..... ..... ..... #.#.#',
 };
 
-function glyph(ch: string): string {
-  const c = ch === '→' ? '>' : ch.toUpperCase();
-  return (GLYPHS[c] ?? GLYPHS['?']).replace(/ /g, '');
+/** Glyph cell: 5 pixels wide plus 1 of spacing; 7 rows above the baseline plus 1 descender row and 1 of spacing. */
+const ADVANCE = 6;
+const LINE = 9;
+
+function glyph(ch: string): string[] {
+  return (GLYPHS[ch] ?? GLYPHS[ch.toLowerCase()] ?? GLYPHS['?']).split(' ');
+}
+
+/** Caption pixel size for tiles `tileW` wide: 2 (14 px capitals) from 64 px up, else 1. */
+export function captionScale(tileW: number): number {
+  return tileW >= 64 ? 2 : 1;
+}
+
+/** `text` wrapped at spaces into lines of at most `maxChars`, words longer than that cut; at most `maxLines`, the last one marked '…' when text was left out. */
+export function wrapCaption(text: string, maxChars: number, maxLines: number): string[] {
+  if (maxChars < 1 || text.trim() === '') return [];
+  const out: string[] = [];
+  let line = '';
+  for (const word of text.trim().split(/\s+/)) {
+    let w = word;
+    while (w.length > maxChars) {
+      if (line) { out.push(line); line = ''; }
+      out.push(w.slice(0, maxChars));
+      w = w.slice(maxChars);
+    }
+    if (!line) line = w;
+    else if (line.length + 1 + w.length <= maxChars) line += ` ${w}`;
+    else { out.push(line); line = w; }
+  }
+  if (line) out.push(line);
+  if (out.length > maxLines) {
+    const kept = out.slice(0, maxLines);
+    const last = kept[maxLines - 1];
+    kept[maxLines - 1] = (last.length < maxChars ? last : last.slice(0, maxChars - 1)) + '…';
+    return kept;
+  }
+  return out;
 }
 
 export interface ImageGridOptions {
@@ -38,7 +89,7 @@ export interface ImageGridOptions {
   scale?: number;
   /** Pixels between tiles (default 2). */
   gap?: number;
-  /** One caption per image, drawn under it (truncated to the tile width). */
+  /** One caption per image, drawn under it: wrapped onto two lines if needed, or running on under the next tiles of its row while their captions are empty. */
   labels?: string[];
   /** Columns that belong together (e.g. an image and its heat maps): `groupGap` pixels between groups (default off). */
   groupSize?: number;
@@ -46,17 +97,15 @@ export interface ImageGridOptions {
   groupGap?: number;
 }
 
-/** Draw `text` into an RGBA buffer at (x0, y0) with pixel size `s`, clipped to `maxW`. */
-function drawText(png: PNG, text: string, x0: number, y0: number, s: number, maxW: number): void {
-  const maxChars = Math.floor((maxW + s) / (4 * s));
-  [...text].slice(0, maxChars).forEach((ch, k) => {
-    const g = glyph(ch);
-    for (let r = 0; r < 5; r++) {
-      for (let c = 0; c < 3; c++) {
-        if (g[r * 3 + c] !== '#') continue;
+/** Draw one line of `text` into an RGBA buffer with its top-left at (x0, y0), pixel size `s`. */
+function drawText(png: PNG, text: string, x0: number, y0: number, s: number): void {
+  [...text].forEach((ch, k) => {
+    glyph(ch).forEach((row, r) => {
+      for (let c = 0; c < row.length; c++) {
+        if (row[c] !== '#') continue;
         for (let dy = 0; dy < s; dy++) {
           for (let dx = 0; dx < s; dx++) {
-            const x = x0 + k * 4 * s + c * s + dx;
+            const x = x0 + (k * ADVANCE + c) * s + dx;
             const y = y0 + r * s + dy;
             if (x >= png.width || y >= png.height) continue;
             const o = (y * png.width + x) * 4;
@@ -64,7 +113,7 @@ function drawText(png: PNG, text: string, x0: number, y0: number, s: number, max
           }
         }
       }
-    }
+    });
   });
 }
 
@@ -85,12 +134,25 @@ export function imageGrid(images: Uint8Array, n: number, opts: ImageGridOptions)
   const rows = Math.ceil(n / cols);
   const tw = w * scale;
   const th = h * scale;
-  const fs = tw >= 120 ? 2 : 1; // caption pixel size
-  const capH = opts.labels ? 5 * fs + 4 : 0;
   const group = opts.groupSize ?? 0;
   if (group && (!Number.isInteger(group) || group < 1)) throw new Error(`imageGrid: groupSize must be a positive integer, got ${group}`);
   const extra = group ? (opts.groupGap ?? 14) - gap : 0; // added after every `group` columns
   const colX = (c: number) => gap + c * (tw + gap) + (group ? Math.floor(c / group) * extra : 0);
+  // Captions: a caption may run on under the next tiles of its row while their captions are empty (a row label);
+  // otherwise it wraps at spaces onto a second line.
+  const fs = captionScale(tw);
+  const captions: string[][] = [];
+  if (opts.labels) {
+    for (let i = 0; i < n; i++) {
+      const col = i % cols;
+      let last = col;
+      while (last + 1 < cols && i + last + 1 - col < n && !opts.labels[i + last + 1 - col] && (!group || Math.floor((last + 1) / group) === Math.floor(col / group))) last++;
+      const width = colX(last) + tw - colX(col) - 2;
+      captions.push(wrapCaption(opts.labels[i] ?? '', Math.floor((width + fs) / (ADVANCE * fs)), 2));
+    }
+  }
+  const lines = Math.max(0, ...captions.map((c) => c.length));
+  const capH = opts.labels ? Math.max(1, lines) * LINE * fs + 4 : 0;
   const png = new PNG({ width: colX(cols - 1) + tw + gap, height: rows * (th + capH) + (rows + 1) * gap });
   png.data.fill(40); // dark background, opaque below
   for (let i = 3; i < png.data.length; i += 4) png.data[i] = 255;
@@ -108,7 +170,7 @@ export function imageGrid(images: Uint8Array, n: number, opts: ImageGridOptions)
         png.data[o + 2] = images[src + (ch >= 3 ? 2 : 0)];
       }
     }
-    if (opts.labels) drawText(png, opts.labels[i], x0 + 1, y0 + th + 2, fs, tw - 2);
+    (captions[i] ?? []).forEach((line, k) => drawText(png, line, x0 + 1, y0 + th + 3 + k * LINE * fs, fs));
   }
   return PNG.sync.write(png);
 }

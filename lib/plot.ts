@@ -1,10 +1,10 @@
 // Figure builders returning plain plotly figure JSON ({data, layout}), plus `show` / `liveFigure`, the display
-// adapter: inline plots in tslab (plotly.js sent once per kernel), a JSON file or nothing elsewhere. Keeping figures
-// as data lets the report re-render exactly what the notebook showed.
+// adapter: inline plots in tslab (the figure JSON as application/vnd.plotly.v1+json, with an HTML fallback), a JSON
+// file or nothing elsewhere. Keeping figures as data lets the report re-render exactly what the notebook showed.
 import * as path from 'path';
 import { writeFileAtomic } from './atomic';
 import { displayBundle, inNotebook } from './notebook';
-import { Figure, PLOTLY_LOADER_META, PLOTLY_MIME, figureHtml, figureTitle, plotlyScriptTag, plotlyVersion } from './plotly-html';
+import { Figure, PLOTLY_MIME, figureHtml, figureTitle } from './plotly-html';
 
 export type { Figure } from './plotly-html';
 export { imageGrid, showPng } from './image-grid';
@@ -65,7 +65,15 @@ function toSeries(series: Series[] | Record<string, Num>): Series[] {
   return Array.isArray(series) ? series : Object.entries(series).map(([name, y]) => ({ name, y }));
 }
 
-function markerShapes(markers: Marker[] = []): Record<string, unknown> {
+/**
+ * Markers as plotly shapes (dashed vertical lines) plus their labels (annotations) just above the plot area.
+ * On a log x axis plotly takes shape positions as data values but annotation positions as log10 of them, so the
+ * label is placed at log10(x) there, or it would drift away from its line.
+ */
+function markerShapes(markers: Marker[] = [], logX = false): Record<string, unknown> {
+  for (const m of markers) {
+    if (!Number.isFinite(m.x) || (logX && !(m.x > 0))) throw new Error(`marker "${m.label ?? ''}": x = ${m.x} cannot be placed on a ${logX ? 'log' : 'linear'} axis`);
+  }
   return {
     shapes: markers.map((m) => ({
       type: 'line', xref: 'x', yref: 'paper', x0: m.x, x1: m.x, y0: 0, y1: 1,
@@ -73,7 +81,10 @@ function markerShapes(markers: Marker[] = []): Record<string, unknown> {
     })),
     annotations: markers
       .filter((m) => m.label)
-      .map((m) => ({ x: m.x, xref: 'x', y: 1, yref: 'paper', yanchor: 'bottom', text: m.label, showarrow: false, font: { size: 11 } })),
+      .map((m) => ({
+        x: logX ? Math.log10(m.x) : m.x, xref: 'x', y: 1, yref: 'paper', yanchor: 'bottom', text: m.label, showarrow: false,
+        font: { size: 11, color: m.color ?? '#d62728' },
+      })),
   };
 }
 
@@ -117,7 +128,7 @@ export function lineChart(opts: Common & { series: Series[] | Record<string, Num
     const { x, y } = checkSeries('lineChart', s);
     return { type: 'scatter', mode: opts.points ? 'lines+markers' : 'lines', name: s.name, x, y, line: { dash: s.dash ?? 'solid', ...(s.color ? { color: s.color } : {}) } };
   });
-  const l = layout({ xTitle: 'epoch', ...opts }, markerShapes(opts.markers));
+  const l = layout({ xTitle: 'epoch', ...opts }, markerShapes(opts.markers, opts.logX));
   const series = toSeries(opts.series);
   if (series.every((s) => !s.x)) {
     // x = epochs 1..n: whole-number ticks only
@@ -165,6 +176,19 @@ export function embeddingScatter(opts: Common & { xy: Num; labels: ArrayLike<num
   return { data, layout: l };
 }
 
+/**
+ * A d3-format spec (https://d3js.org/d3-format), e.g. '.2%' (percent, 2 decimals), '.3f', ',d'. Plotly's template
+ * syntax puts it after a colon (`%{z:.2%}`); a leading ':' is accepted here too, so '.2%' and ':.2%' mean the same.
+ * Anything else is an error: plotly would print the template itself, e.g. "%{z.2%}", in every cell.
+ */
+export function d3Format(spec: string): string {
+  const s = spec.startsWith(':') ? spec.slice(1) : spec;
+  if (!/^(?:[^{}]?[<>=^])?[-+( ]?[$#]?0?\d*,?(?:\.\d+)?~?[a-zA-Z%]?$/.test(s)) {
+    throw new Error(`"${spec}" is not a d3-format spec (e.g. '.2%', '.3f', ',d')`);
+  }
+  return s;
+}
+
 /** A heatmap with labelled axes; cell values printed when `showValues` (default: for up to 20x20 cells). */
 export function heatmap(opts: Common & { z: Num[]; x: Label[]; y: Label[]; showValues?: boolean; valueFormat?: string; colorscale?: string; zmin?: number; zmax?: number }): Figure {
   const z = opts.z.map(arr);
@@ -173,10 +197,14 @@ export function heatmap(opts: Common & { z: Num[]; x: Label[]; y: Label[]; showV
     if (row.length !== opts.x.length) throw new Error(`heatmap: row ${i} has ${row.length} values for ${opts.x.length} x labels`);
   });
   const show = opts.showValues ?? (z.length <= 20 && opts.x.length <= 20);
+  const fmt = opts.valueFormat ? `:${d3Format(opts.valueFormat)}` : '';
   const trace: Record<string, unknown> = {
     type: 'heatmap', z, x: opts.x.map(String), y: opts.y.map(String), colorscale: opts.colorscale ?? 'Blues',
+    reversescale: !opts.colorscale, // plotly's Blues runs dark to light: reversed, the largest values are the darkest
     ...(opts.zmin !== undefined ? { zmin: opts.zmin } : {}), ...(opts.zmax !== undefined ? { zmax: opts.zmax } : {}),
-    ...(show ? { texttemplate: `%{z${opts.valueFormat ?? ''}}`, hovertemplate: '%{y} → %{x}: %{z}<extra></extra>' } : {}),
+    hovertemplate: `%{y} → %{x}: %{z${fmt}}<extra></extra>`,
+    ...(show ? { texttemplate: `%{z${fmt}}` } : {}),
+    ...(fmt ? { colorbar: { tickformat: fmt.slice(1) } } : {}),
   };
   const l = layout({ height: 560, ...opts });
   (l.yaxis as Record<string, unknown>).autorange = 'reversed'; // first row on top, as matrices are read
@@ -193,7 +221,7 @@ export function confusionHeatmap(matrix: Num[], classNames: string[], opts: Comm
   });
   return heatmap({
     title: opts.normalize ? 'Confusion matrix (row-normalised)' : 'Confusion matrix', xTitle: 'predicted', yTitle: 'true', ...opts,
-    z, x: classNames, y: classNames, valueFormat: opts.normalize ? ':.2f' : '',
+    z, x: classNames, y: classNames, valueFormat: opts.normalize ? '.2f' : undefined,
   });
 }
 
@@ -210,18 +238,11 @@ export function table(opts: { header: string[]; rows: Label[][]; title?: string;
 }
 
 // ---- display adapter ----
-
-let loaderSent = false;
-
-/** Send plotly.js once per kernel (module state lives as long as the kernel); every plot waits for it. */
-function ensurePlotlyLoaded(): void {
-  if (loaderSent) return;
-  displayBundle(
-    { 'text/html': `${plotlyScriptTag()}<div style="font-size:11px;color:#999">plotly.js ${plotlyVersion()} loaded for this notebook's plots</div>`, 'text/plain': `plotly.js ${plotlyVersion()} loader` },
-    { metadata: { [PLOTLY_LOADER_META]: true } },
-  );
-  loaderSent = true;
-}
+//
+// A figure goes out as ONE display_data with three alternatives: the figure JSON under plotly's MIME type (drawn by
+// JupyterLab's plotly renderer, `pip install plotly`, which needs no Trust and keeps a saved notebook small), an
+// HTML fallback that draws it with plotly.js fetched from the Jupyter server (trusted notebooks, no renderer), and
+// a one-line text. plotly.js itself is never stored in the notebook.
 
 function bundleOf(fig: Figure): Record<string, unknown> {
   return { [PLOTLY_MIME]: fig, 'text/html': figureHtml(fig), 'text/plain': `<plotly figure: ${figureTitle(fig)}>` };
@@ -235,7 +256,6 @@ let fileCounter = 0;
  */
 export function show(fig: Figure, opts: { name?: string } = {}): string | undefined {
   if (inNotebook()) {
-    ensurePlotlyLoaded();
     displayBundle(bundleOf(fig));
     return undefined;
   }
@@ -265,7 +285,13 @@ export function liveFigure(opts: { minIntervalMs?: number } = {}): LiveFigure {
   let pending = false;
   const draw = () => {
     if (!latest || !inNotebook()) return;
-    ensurePlotlyLoaded();
+    if (shown) {
+      // JupyterLab's plotly renderer draws an output once and ignores later updates of it; swapping in a placeholder
+      // of the same height first makes JupyterLab build a fresh renderer for the new figure (and the page keeps its
+      // layout). Every update therefore ends as the full bundle, whatever update turns out to be the last.
+      const h = typeof latest.layout.height === 'number' ? latest.layout.height : 420;
+      displayBundle({ 'text/html': `<div style="height:${h}px"></div>`, 'text/plain': `<plotly figure: ${figureTitle(latest)}>` }, { displayId, update: true });
+    }
     displayBundle(bundleOf(latest), { displayId, update: shown });
     shown = true;
     last = Date.now();

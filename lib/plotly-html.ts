@@ -14,7 +14,8 @@ export interface Figure {
 /** The MIME type plotly's own Jupyter renderer uses; we also keep the figure JSON under it for the report. */
 export const PLOTLY_MIME = 'application/vnd.plotly.v1+json';
 
-/** Output metadata marking the one display per kernel that carries plotly.js (the report drops it). */
+/** Output metadata that marked the display carrying plotly.js in notebooks executed before figures went out as
+ * JSON; the report still drops such outputs. */
 export const PLOTLY_LOADER_META = 'plotly-loader';
 
 let bundle: string | undefined;
@@ -47,35 +48,38 @@ export function figureTitle(fig: Figure): string {
   return (typeof t === 'string' ? t : t?.text) ?? 'figure';
 }
 
+/** What a notebook shows for a figure where neither plotly's renderer nor a script can draw it. */
+export function fallbackText(fig: Figure): string {
+  return `[plot: ${figureTitle(fig)} — to see it here, install JupyterLab's plotly renderer (pip install plotly) or trust the notebook; npm run report draws it too]`;
+}
+
 /**
- * A <div> plus a small script that draws `fig` with window.Plotly, waiting for it if the bundle's script has not
- * run yet (JupyterLab renders outputs one by one). Inside JupyterLab, if plotly.js never arrives (e.g. the loader
- * output was cleared), it fetches the bundle from the server (`npm run lab` serves the project root).
- * The div's text is what an untrusted notebook shows: JupyterLab strips scripts from untrusted outputs.
+ * A <div> plus a small script that draws `fig` with window.Plotly. In a page that inlines plotly.js (the report) it
+ * draws at once; inside JupyterLab without plotly's renderer (a trusted notebook: scripts run) it loads plotly.js
+ * once from the Jupyter server (`npm run lab` serves the project root, so node_modules/plotly.js-dist-min) and waits
+ * for it. The div's text is what shows where scripts do not run (an untrusted notebook strips them).
  */
 export function figureHtml(fig: Figure, opts: { fallbackText?: string } = {}): string {
   const id = `plotly-${crypto.randomBytes(6).toString('hex')}`;
   const height = typeof fig.layout.height === 'number' ? fig.layout.height : 420;
-  const fallback =
-    opts.fallbackText ??
-    `[plot: ${figureTitle(fig)} — run the cell (or trust the notebook) to draw it; the HTML report shows it too]`;
+  const fallback = opts.fallbackText ?? fallbackText(fig);
   return (
     `<div id="${id}" class="plotly-figure" style="width:100%;min-height:${height}px">${escapeHtml(fallback)}</div>\n` +
     `<script type="text/javascript">(function () {\n` +
     `  var fig = ${scriptJson(fig)};\n` +
-    `  var el = document.getElementById(${JSON.stringify(id)});\n` +
     `  var t0 = Date.now();\n` +
     `  function fetchBundle() {\n` +
-    `    if (window.__plotlyFetching) return; window.__plotlyFetching = true;\n` +
-    `    var base = '/'; var cfg = document.getElementById('jupyter-config-data');\n` +
-    `    try { base = JSON.parse(cfg.textContent).baseUrl || '/'; } catch (e) { return; }\n` +
+    `    if (window.Plotly || window.__plotlyFetching) return;\n` +
+    `    var cfg = document.getElementById('jupyter-config-data'); if (!cfg) return;\n` +
+    `    var base = '/'; try { base = JSON.parse(cfg.textContent).baseUrl || '/'; } catch (e) { return; }\n` +
+    `    window.__plotlyFetching = true;\n` +
     `    var s = document.createElement('script'); s.src = base + 'files/node_modules/plotly.js-dist-min/plotly.min.js';\n` +
     `    document.head.appendChild(s);\n` +
     `  }\n` +
     `  function draw() {\n` +
-    `    el = el || document.getElementById(${JSON.stringify(id)});\n` +
+    `    var el = document.getElementById(${JSON.stringify(id)});\n` +
     `    if (el && window.Plotly) { el.textContent = ''; window.Plotly.newPlot(el, fig.data, fig.layout, { responsive: true, displaylogo: false }); return; }\n` +
-    `    if (Date.now() - t0 > 3000) fetchBundle();\n` +
+    `    fetchBundle();\n` +
     `    if (Date.now() - t0 < 60000) setTimeout(draw, 50);\n` +
     `  }\n` +
     `  draw();\n` +

@@ -1,14 +1,27 @@
-// Browser check (not part of `npm test`): JupyterLab 4 with the project kernel, driven by headless Chromium, runs a
-// small notebook and must show rendered plotly plots; then the HTML report of the same notebook (executed by the
-// headless runner) must render them offline from file://. Screenshots go to out/browser-check/.
+// npm run browser-check [-- NAME...]   (not part of `npm test`)
 //
-// Needs: `pip install jupyterlab`, Debian's chromium (/usr/bin/chromium, or CHROMIUM=path) and playwright-core
-// (resolved from the project, else from data/tools: `npm install --prefix data/tools --no-save playwright-core`).
-// Never downloads browsers.
+// JupyterLab 4 with the project kernel, driven by headless Chromium, as a person would use it:
+//   1. a small check notebook (a bar chart, a heatmap with a '.2%' format, a log-x plot with a marker, a live plot)
+//      runs in JupyterLab; every plot is ASSERTED on what it draws (below) and screenshotted as an element;
+//   2. the same notebook executed by the headless runner (never trusted) is opened in JupyterLab: its plots must
+//      draw without Trust, through plotly's own renderer; and its HTML report must draw them offline from file://;
+//   3. the project's notebooks (or those named: `-- 05-train`) run in JupyterLab, one by one, on copies: each plot
+//      asserted and screenshotted, each notebook saved through JupyterLab and measured on disk (a notebook with its
+//      plots must stay small: figures travel as JSON, plotly.js is never stored), then reopened UNTRUSTED and its
+//      plots must draw again;
+//   4. the report of those saved notebooks: its front page must say SMOKE/FULL, show the headline numbers and draw
+//      its key plots offline.
+// What each plot is checked for (inspectPlot): it drew an SVG of a real size; no text anywhere in it is an
+// unrendered plotly template ("%{z.2%}"); cartesian plots have both axis titles; heatmap cells print numbers (or
+// percentages where the format says so); each marker's label sits over its dashed line (bounding boxes compared).
+// Screenshots go to out/browser-check/ (one per plot element, plus each notebook's page).
+//
+// Needs: `pip install jupyterlab plotly` (plotly ships JupyterLab's renderer for application/vnd.plotly.v1+json),
+// Debian's chromium (/usr/bin/chromium, or CHROMIUM=path) and playwright-core (a devDependency; else
+// data/tools). Never downloads browsers. Smoke-size runs: set the settings' env vars (TRAIN_LIMIT=2000 ...).
 import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as path from 'path';
 import { PROJECT_ROOT } from '../lib/paths';
 import { freePorts } from '../lib/jupyter/kernel';
@@ -17,18 +30,22 @@ import { buildReport } from '../lib/jupyter/report';
 
 const OUT = path.join(PROJECT_ROOT, 'out', 'browser-check');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-/** Project notebooks run in JupyterLab, with the outputs each must show (06 needs a saved model: run 05 or npm start first). */
-const PROJECT_NOTEBOOKS: [string, { plots: number; images: number }][] = [
+/** The largest a saved notebook with plots may be (4 plots in 05-train: figure JSON + HTML fallback). */
+const MAX_SAVED_BYTES = 300_000;
+/** Project notebooks run in JupyterLab, with the outputs each must show (06 needs a saved model: it loads what 05 saved). */
+const PROJECT_NOTEBOOKS: [string, { plots: number; images: number; maxBytes?: number }][] = [
   ['notebooks/01-load.ipynb', { plots: 1, images: 1 }],
   ['notebooks/02-preprocess.ipynb', { plots: 1, images: 2 }],
   ['notebooks/03-build.ipynb', { plots: 0, images: 0 }],
   ['notebooks/04-augment.ipynb', { plots: 1, images: 2 }],
-  ['notebooks/05-train.ipynb', { plots: 4, images: 0 }],
+  ['notebooks/05-train.ipynb', { plots: 4, images: 0, maxBytes: MAX_SAVED_BYTES }],
   ['notebooks/06-evaluate.ipynb', { plots: 4, images: 2 }],
 ];
 
 // typed loosely: playwright-core is an optional tool, not a project dependency (npm run typecheck must pass without it)
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type Page = any;
+
 function loadPlaywright(): any {
   for (const from of [PROJECT_ROOT, path.join(PROJECT_ROOT, 'data', 'tools')]) {
     try {
@@ -47,23 +64,51 @@ function writeCheckNotebook(file: string): void {
     nbformat_minor: 5,
     metadata: { kernelspec: { name: 'cifar10-tslab', display_name: 'TypeScript (CIFAR-10 project)', language: 'typescript' } },
     cells: [
-      { cell_type: 'markdown', metadata: {}, source: '# Browser check\nThree plots (the last one live-updated), plotly.js loaded once.' },
-      code("import { bar, lineChart, show } from './lib/plot';\nshow(bar({ title: 'Bars from the project kernel', categories: ['cat', 'dog', 'ship'], values: [3, 5, 2] }));"),
-      code("show(lineChart({ title: 'Learning curves', series: { loss: [1, 0.6, 0.4, 0.35], valLoss: [1.1, 0.8, 0.7, 0.72] }, markers: [{ x: 3, label: 'early stop' }] }));"),
-      code("import { liveFigure } from './lib/plot';\nconst live = liveFigure();\nconst acc: number[] = [];\nfor (let e = 1; e <= 5; e++) { acc.push(0.5 + e / 20); live.update(lineChart({ title: `Live: epoch ${e}`, series: { acc } })); await new Promise((r) => setTimeout(r, 300)); }"),
+      { cell_type: 'markdown', metadata: {}, source: '# Browser check\nFour plots, the last one live-updated: a bar chart, a heatmap with a percent format, a log-x plot with a marker.' },
+      code("import { bar, heatmap, lineChart, scatter, show } from './lib/plot';\nshow(bar({ title: 'Bars from the project kernel', categories: ['cat', 'dog', 'ship'], values: [3, 5, 2], xTitle: 'class', yTitle: 'images' }));"),
+      code("show(heatmap({ title: 'Percent heatmap', x: ['dropout 0.25', 'dropout 0.35'], y: ['lr 0.001', 'lr 0.002'], z: [[0.7420, 0.7240], [0.8040, 0.7980]], showValues: true, valueFormat: '.2%', xTitle: 'dropout', yTitle: 'learning rate' }));"),
+      code("const lrs = Array.from({ length: 40 }, (_, i) => 1e-6 * 10 ** (i / 8));\nshow(scatter({ title: 'Log-x marker', series: [{ name: 'loss', x: lrs, y: lrs.map((lr) => 2 - Math.log10(lr) / 10) }], logX: true, lines: true, markers: [{ x: 3e-5, label: 'steepest: 3.0e-5' }], xTitle: 'learning rate', yTitle: 'loss' }));"),
+      code("import { liveFigure } from './lib/plot';\nconst live = liveFigure();\nconst acc: number[] = [];\nfor (let e = 1; e <= 5; e++) { acc.push(0.5 + e / 20); live.update(lineChart({ title: `Live: epoch ${e}`, series: { acc }, markers: [{ x: e, label: 'last' }], yTitle: 'accuracy' })); await new Promise((r) => setTimeout(r, 300)); }"),
     ].map((c, i) => ({ id: `check-${i}`, ...c })),
   };
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, JSON.stringify(nb, null, 1));
+  fs.writeFileSync(file, JSON.stringify(nb, null, 1) + '\n');
+}
+
+function plotlyRendererInstalled(): boolean {
+  const r = spawnSync('jupyter', ['labextension', 'list'], { encoding: 'utf8' });
+  return /jupyterlab-plotly\s+v\S+\s+\S*enabled/.test(`${r.stdout}${r.stderr}`.replace(/\x1b\[[0-9;]*m/g, ''));
 }
 
 async function startLab(port: number, token: string): Promise<ChildProcess> {
   const probe = spawnSync('jupyter', ['lab', '--version'], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) throw new Error('JupyterLab not found: `pip install jupyterlab`');
+  if (probe.error || probe.status !== 0) throw new Error('JupyterLab not found: `pip install jupyterlab plotly`');
+  const state = path.join(OUT, 'lab-state'); // workspaces and settings of this check only, not the user's
+  fs.rmSync(state, { recursive: true, force: true });
+  // No news / update toasts over the plots in the screenshots.
+  const notify = path.join(state, 'settings', '@jupyterlab', 'apputils-extension', 'notification.jupyterlab-settings');
+  fs.mkdirSync(path.dirname(notify), { recursive: true });
+  fs.writeFileSync(notify, JSON.stringify({ fetchNews: 'false', checkForUpdates: false, doNotDisturbMode: true }));
   const lab = spawn(
     'jupyter',
-    ['lab', '--no-browser', `--port=${port}`, '--ip=127.0.0.1', `--ServerApp.token=${token}`, `--ServerApp.root_dir=${PROJECT_ROOT}`, '--LabApp.expose_app_in_browser=True', '--allow-root'],
-    { env: { ...process.env, JUPYTER_PATH: path.join(PROJECT_ROOT, 'jupyter'), MODEL_DIR: path.join(OUT, 'model') /* 05 saves here, 06 loads: the project's model is untouched */ }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    [
+      'lab', '--no-browser', `--port=${port}`, '--ip=127.0.0.1', `--ServerApp.token=${token}`, `--ServerApp.root_dir=${PROJECT_ROOT}`,
+      '--LabApp.expose_app_in_browser=True', '--allow-root',
+      `--LabApp.workspaces_dir=${path.join(state, 'workspaces')}`, `--LabApp.user_settings_dir=${path.join(state, 'settings')}`,
+      '--NotebookNotary.db_file=:memory:', // trust decided by this run alone: a copy nobody signed is untrusted
+    ],
+    {
+      cwd: PROJECT_ROOT,
+      env: {
+        ...process.env,
+        JUPYTER_PATH: path.join(PROJECT_ROOT, 'jupyter'),
+        // the project's server config, as `npm run lab` uses it (drops the renderer's PNG snapshots on save)
+        JUPYTER_CONFIG_PATH: [path.join(PROJECT_ROOT, 'jupyter', 'config'), process.env.JUPYTER_CONFIG_PATH].filter(Boolean).join(path.delimiter),
+        MODEL_DIR: path.join(OUT, 'model'), // 05 saves here, 06 loads: the project's model is untouched
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    },
   );
   let log = '';
   lab.stderr!.on('data', (b) => (log += b));
@@ -79,114 +124,354 @@ async function startLab(port: number, token: string): Promise<ChildProcess> {
     if (lab.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 500));
   }
-  lab.kill();
+  process.kill(-lab.pid!, 'SIGTERM');
   throw new Error(`JupyterLab did not start:\n${log.slice(-2000)}`);
 }
 
+/** What one rendered plotly plot shows, measured in the page. */
+interface PlotFacts {
+  title: string;
+  kind: 'cartesian' | 'table' | 'other';
+  width: number;
+  height: number;
+  xTitle: string;
+  yTitle: string;
+  /** Text of every heatmap cell. */
+  cells: string[];
+  /** Every text element of the SVG that still holds a plotly template ("%{...}"). */
+  templates: string[];
+  /** Dashed vertical lines (markers): their x in page pixels. */
+  lines: number[];
+  /** Annotations (marker labels): text and horizontal extent in page pixels. */
+  labels: { text: string; left: number; right: number }[];
+  /** Who drew it: 'plotly' = JupyterLab's plotly renderer (the figure JSON), 'html' = the HTML fallback's script, '' = a page of its own (the report). */
+  renderer: string;
+}
+
+/** Runs in the page: the facts of the plot element `el`. */
+function plotFacts(el: any): PlotFacts {
+  const texts = (sel: string) => [...el.querySelectorAll(sel)].map((e: any) => (e.textContent ?? '').trim());
+  const box = el.getBoundingClientRect();
+  const dashed = [...el.querySelectorAll('.shapelayer path')].filter((p: any) => {
+    const d = p.style.strokeDasharray || p.getAttribute('stroke-dasharray') || '';
+    return d && d !== 'none' && d !== '0';
+  });
+  const lines = dashed
+    .map((p: any) => p.getBoundingClientRect())
+    .filter((r: any) => r.width < 3 && r.height > 20)
+    .map((r: any) => r.left + r.width / 2);
+  const labels = [...el.querySelectorAll('.annotation')].map((a: any) => {
+    const r = (a.querySelector('.annotation-text') ?? a).getBoundingClientRect();
+    return { text: (a.textContent ?? '').trim(), left: r.left, right: r.right };
+  });
+  return {
+    title: texts('.gtitle')[0] ?? '',
+    kind: el.querySelector('.cartesianlayer .xy') ? 'cartesian' : el.querySelector('.table') ? 'table' : 'other',
+    width: box.width,
+    height: box.height,
+    xTitle: texts('.xtitle')[0] ?? '',
+    yTitle: texts('.ytitle')[0] ?? '',
+    cells: texts('.heatmap-label text'),
+    templates: [...el.querySelectorAll('text')].map((e: any) => e.textContent ?? '').filter((t: string) => t.includes('%{')),
+    lines,
+    labels,
+    renderer: el.closest('.jp-RenderedPlotly') ? 'plotly' : el.closest('.jp-RenderedHTMLCommon') ? 'html' : '',
+  };
+}
+
+/** Problems with one plot; `where` names it in messages. */
+function checkPlot(f: PlotFacts, where: string): string[] {
+  const p: string[] = [];
+  const name = `${where} "${f.title || 'untitled'}"`;
+  if (!(f.width > 200 && f.height > 150)) p.push(`${name}: drew ${Math.round(f.width)}x${Math.round(f.height)} px`);
+  if (f.templates.length) p.push(`${name}: shows the unrendered template ${JSON.stringify(f.templates[0])} (${f.templates.length} texts)`);
+  if (f.kind === 'cartesian') {
+    if (!f.xTitle) p.push(`${name}: no x-axis title`);
+    if (!f.yTitle) p.push(`${name}: no y-axis title`);
+  }
+  for (const c of f.cells) {
+    if (!/^-?\d[\d,]*(\.\d+)?%?$/.test(c)) {
+      p.push(`${name}: heatmap cell text ${JSON.stringify(c)} is not a number`);
+      break;
+    }
+  }
+  for (const l of f.labels) {
+    const mid = (l.left + l.right) / 2;
+    const near = f.lines.length ? f.lines.reduce((a, b) => (Math.abs(b - mid) < Math.abs(a - mid) ? b : a)) : undefined;
+    if (near === undefined) p.push(`${name}: label "${l.text}" has no dashed line`);
+    else if (near < l.left - 12 || near > l.right + 12) {
+      p.push(`${name}: label "${l.text}" spans x ${Math.round(l.left)}-${Math.round(l.right)} px, its dashed line is at ${Math.round(near)} px`);
+    }
+  }
+  return p;
+}
+
+const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 50) || 'plot';
+
+/**
+ * Every plotly plot under `scope` (a CSS selector of the notebook panel or the report body): scrolled into view,
+ * measured, checked and screenshotted as an element into OUT/<prefix>-<k>-<title>.png.
+ */
+async function inspectPlots(page: Page, scope: string, prefix: string, problems: string[], log = true): Promise<PlotFacts[]> {
+  const plots = page.locator(`${scope} .js-plotly-plot`);
+  const n = await plots.count();
+  const facts: PlotFacts[] = [];
+  for (let i = 0; i < n; i++) {
+    const plot = plots.nth(i);
+    await plot.scrollIntoViewIfNeeded();
+    await page.waitForTimeout(300);
+    const f: PlotFacts = await plot.evaluate(plotFacts);
+    facts.push(f);
+    const bad = checkPlot(f, prefix);
+    problems.push(...bad);
+    const shot = path.join(OUT, `${prefix}-plot${i + 1}-${slug(f.title)}.png`);
+    await plot.screenshot({ path: shot });
+    if (log) {
+      const what = [f.renderer && `drawn by the ${f.renderer === 'plotly' ? "plotly renderer (figure JSON)" : 'HTML fallback'}`, f.cells.length && `cells ${f.cells.slice(0, 3).join(' ')}…`, f.labels.length && `labels ${f.labels.map((l) => `"${l.text}"`).join(' ')} over their lines`].filter(Boolean).join(', ');
+      console.log(`  plot ${i + 1} "${f.title}": ${Math.round(f.width)}x${Math.round(f.height)} px, axes "${f.xTitle}" / "${f.yTitle}"${what ? `, ${what}` : ''}${bad.length ? ' — PROBLEM' : ''} → ${path.relative(process.cwd(), shot)}`);
+    }
+  }
+  return facts;
+}
+
+/** Opens `rel` (relative to the project root) in a fresh JupyterLab workspace; resolves when its kernel is idle. */
+async function openNotebook(browser: any, port: number, token: string, rel: string, workspace: string): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
+  await page.goto(`http://127.0.0.1:${port}/lab/workspaces/${workspace}/tree/${rel}?reset&token=${token}`);
+  await page.waitForFunction(() => (globalThis as any).jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 90_000 });
+  await page.waitForFunction(() => (globalThis as any).jupyterapp.shell.currentWidget.context.isReady, null, { timeout: 30_000 });
+  return page;
+}
+
+const PANEL = '.jp-NotebookPanel:not(.lm-mod-hidden)';
+
+/** Runs every cell; resolves true when the kernel is idle and every code cell ran, false on a failed cell or timeout. */
+async function runAll(page: Page, timeoutMs: number): Promise<boolean> {
+  await page.evaluate(() => (globalThis as any).jupyterapp.commands.execute('notebook:run-all-cells'));
+  await page.waitForTimeout(1000);
+  return page
+    .waitForFunction(() => {
+      const w = (globalThis as any).jupyterapp.shell.currentWidget;
+      const cells = [...w.content.widgets].filter((c: any) => c.model.type === 'code');
+      const failed = [...w.node.querySelectorAll('.jp-OutputArea-output')].some((e: any) => /^\s*\w*Error: /m.test(e.textContent ?? ''));
+      return w.sessionContext.session.kernel.status === 'idle' && (failed || cells.every((c: any) => c.model.executionCount));
+    }, null, { timeout: timeoutMs, polling: 1000 })
+    .then(() => true, () => false);
+}
+
+/** Saves the current notebook through JupyterLab (File > Save) and returns its size on disk. */
+async function saveNotebook(page: Page, file: string): Promise<number> {
+  const before = fs.existsSync(file) ? fs.statSync(file).mtimeMs : 0;
+  await page.evaluate(() => (globalThis as any).jupyterapp.commands.execute('docmanager:save'));
+  await page.waitForFunction(() => !(globalThis as any).jupyterapp.shell.currentWidget.context.model.dirty, null, { timeout: 30_000 });
+  for (let i = 0; i < 50 && fs.statSync(file).mtimeMs === before; i++) await new Promise((r) => setTimeout(r, 100));
+  return fs.statSync(file).size;
+}
+
+/** Whether JupyterLab treats the current notebook's outputs as trusted (any code cell). */
+async function trusted(page: Page): Promise<boolean> {
+  return page.evaluate(() => [...(globalThis as any).jupyterapp.shell.currentWidget.content.widgets].some((c: any) => c.model.type === 'code' && c.model.trusted));
+}
+
+/** Counts and the first error inside the current notebook panel. */
+async function panelStats(page: Page): Promise<{ plots: number; images: number; errors: number; firstError: string; fallbacks: number }> {
+  return page.evaluate(() => {
+    const node = (globalThis as any).jupyterapp.shell.currentWidget.node;
+    const errors = [...node.querySelectorAll('.jp-OutputArea-output')].map((e: any) => e.textContent ?? '').filter((t: string) => /^\s*\w*Error: /m.test(t));
+    return {
+      plots: node.querySelectorAll('.jp-OutputArea .js-plotly-plot').length,
+      images: node.querySelectorAll('.jp-OutputArea .jp-RenderedImage img').length,
+      errors: errors.length,
+      firstError: (errors[0] ?? '').split('\n').find((l: string) => /Error: /.test(l)) ?? '',
+      fallbacks: [...node.querySelectorAll('.jp-OutputArea-output')].filter((e: any) => /^\[plot: /.test((e.textContent ?? '').trim())).length,
+    };
+  });
+}
+
+/**
+ * JupyterLab's plotly renderer stores a PNG snapshot of each plot it drew in the output, and a reopened notebook
+ * shows that snapshot until the mouse comes over it: hover each, as a person would, so the live plot is drawn.
+ * Returns how many snapshots were shown.
+ */
+async function hoverSnapshots(page: Page): Promise<number> {
+  const snaps = page.locator(`${PANEL} .jp-RenderedPlotly img.plot-img`);
+  const n = await snaps.count();
+  let shown = 0;
+  for (let i = 0; i < n; i++) {
+    const img = snaps.nth(i);
+    if (!(await img.isVisible())) continue;
+    shown++;
+    await img.scrollIntoViewIfNeeded().catch(() => undefined);
+    // force: the live plot replaces the snapshot under the pointer, which is the point
+    await img.hover({ force: true, timeout: 5000 }).catch(() => undefined);
+    await page.waitForTimeout(300);
+  }
+  return shown;
+}
+
+/** Wait until the current panel shows at least `n` drawn plots (or the timeout passes). */
+async function waitForPlots(page: Page, n: number, timeoutMs: number): Promise<void> {
+  await page
+    .waitForFunction((k: number) => (globalThis as any).jupyterapp.shell.currentWidget.node.querySelectorAll('.jp-OutputArea .js-plotly-plot .main-svg').length >= k, n, { timeout: timeoutMs })
+    .catch(() => undefined);
+}
+
+/** A copy of a saved notebook that nobody signed (so JupyterLab opens it untrusted): same outputs, one metadata key more. */
+function unsignedCopy(saved: string, copy: string): void {
+  const nb = JSON.parse(fs.readFileSync(saved, 'utf8'));
+  nb.metadata.browser_check = { reopened_from: path.basename(saved) };
+  fs.writeFileSync(copy, JSON.stringify(nb, null, 1) + '\n');
+}
+
 async function main(): Promise<void> {
+  const only = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const { chromium } = loadPlaywright();
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM)`);
+  const problems: string[] = [];
+  if (!plotlyRendererInstalled()) problems.push("JupyterLab's plotly renderer is not installed (`pip install plotly`): plots need Trust and the HTML fallback");
+  fs.mkdirSync(OUT, { recursive: true });
+  for (const f of fs.readdirSync(OUT)) if (f.endsWith('.png')) fs.rmSync(path.join(OUT, f)); // screenshots of this run only
   const nbFile = path.join(OUT, 'check.ipynb');
   writeCheckNotebook(nbFile);
   const token = crypto.randomBytes(16).toString('hex');
-  const port = await (await freePorts(1))[0];
+  const port = (await freePorts(1))[0];
   const lab = await startLab(port, token);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
-  const problems: string[] = [];
+  const rel = (f: string) => path.relative(PROJECT_ROOT, f).split(path.sep).join('/');
+  const sizes: string[] = [];
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
-    const rel = path.relative(PROJECT_ROOT, nbFile).split(path.sep).join('/');
-    await page.goto(`http://127.0.0.1:${port}/lab/tree/${rel}?token=${token}`);
-    await page.waitForFunction(() => (globalThis as any).jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel, null, { timeout: 90_000 });
+    // 1. the check notebook, run in JupyterLab
+    const page = await openNotebook(browser, port, token, rel(nbFile), 'check');
     const kernelName = await page.evaluate(() => (globalThis as any).jupyterapp.shell.currentWidget.sessionContext.session.kernel.name);
-    console.log(`JupyterLab up, notebook open with kernel ${kernelName}`);
+    console.log(`JupyterLab up, ${rel(nbFile)} open with kernel ${kernelName}`);
     if (kernelName !== 'cifar10-tslab') problems.push(`kernel is ${kernelName}, expected cifar10-tslab`);
-    await page.waitForFunction(() => (globalThis as any).jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle', null, { timeout: 90_000 });
-    await page.evaluate(() => (globalThis as any).jupyterapp.commands.execute('notebook:run-all-cells'));
-    await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('.jp-OutputArea .js-plotly-plot .main-svg').length >= 3 && [...(globalThis as any).document.querySelectorAll('.gtitle')].some((e: any) => e.textContent === 'Live: epoch 5'), null, { timeout: 120_000 });
-    await page.waitForTimeout(1000);
-    const stats = await page.evaluate(() => ({
-      plots: (globalThis as any).document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length,
-      loaders: [...(globalThis as any).document.querySelectorAll('.jp-OutputArea-output')].filter((e: any) => /plotly\.js [\d.]+ loaded/.test(e.textContent ?? '')).length,
-      titles: [...(globalThis as any).document.querySelectorAll('.jp-OutputArea .js-plotly-plot .gtitle')].map((e: any) => e.textContent),
-    }));
-    console.log(`JupyterLab: ${stats.plots} plots rendered (${stats.titles.join(', ')}), plotly.js loader outputs: ${stats.loaders}`);
-    if (stats.plots !== 3) problems.push(`JupyterLab shows ${stats.plots} plots, expected 3`);
-    if (stats.loaders !== 1) problems.push(`plotly.js loaded ${stats.loaders} times, expected once`);
-    const shot = path.join(OUT, 'jupyterlab-plot.png');
-    await page.screenshot({ path: shot, fullPage: true });
-    console.log(`screenshot: ${path.relative(process.cwd(), shot)}`);
+    await runAll(page, 120_000);
+    await page.waitForFunction(() => [...(globalThis as any).document.querySelectorAll('.gtitle')].some((e: any) => e.textContent === 'Live: epoch 5'), null, { timeout: 30_000 }).catch(() => undefined);
+    await waitForPlots(page, 4, 30_000);
+    const checkFacts = await inspectPlots(page, PANEL, 'check', problems);
+    if (checkFacts.length !== 4) problems.push(`check notebook: ${checkFacts.length} plots drawn, expected 4`);
+    if (!checkFacts.some((f) => f.title === 'Live: epoch 5')) problems.push(`check notebook: the live plot stopped at "${checkFacts[3]?.title}", expected "Live: epoch 5" (updates not redrawn)`);
+    const hm = checkFacts.find((f) => f.title === 'Percent heatmap');
+    if (!hm || hm.cells.join(' ') !== '74.20% 72.40% 80.40% 79.80%') problems.push(`check notebook: the '.2%' heatmap prints ${JSON.stringify(hm?.cells ?? [])}, expected ["74.20%","72.40%","80.40%","79.80%"]`);
+    const lr = checkFacts.find((f) => f.title === 'Log-x marker');
+    if (!lr || lr.labels.length !== 1 || lr.lines.length !== 1) problems.push(`check notebook: the log-x plot shows ${lr?.labels.length ?? 0} marker labels and ${lr?.lines.length ?? 0} dashed lines, expected 1 and 1`);
+    const viaJson = checkFacts.filter((f) => f.renderer === 'plotly').length;
+    if (viaJson !== checkFacts.length) problems.push(`check notebook: ${viaJson} of ${checkFacts.length} plots drawn by plotly's renderer (the rest by the HTML fallback)`);
+    await page.screenshot({ path: path.join(OUT, 'check-page.png') });
+    await page.close();
 
-    // the same notebook through the headless runner and the report, opened offline
+    // 2. the same notebook executed headlessly (unsigned): opened in JupyterLab without Trust, and as a report
     const executed = path.join(OUT, 'executed', 'check.ipynb');
     await runNotebook(nbFile, { outFile: executed, timeoutSec: 120 });
-    const report = buildReport([executed], path.join(OUT, 'report'));
+    const ep = await openNotebook(browser, port, token, rel(executed), 'check-executed');
+    await waitForPlots(ep, 4, 30_000);
+    const isTrusted = await trusted(ep);
+    const ef = await inspectPlots(ep, PANEL, 'executed-untrusted', problems, false);
+    console.log(`runner-executed check notebook opened in JupyterLab (${isTrusted ? 'TRUSTED' : 'untrusted'}): ${ef.length} plots drawn, ${(fs.statSync(executed).size / 1000).toFixed(0)} KB on disk`);
+    if (isTrusted) problems.push('the runner-executed notebook opened as trusted: the no-Trust check proves nothing');
+    if (ef.length !== 4) problems.push(`runner-executed check notebook without Trust: ${ef.length} plots drawn, expected 4`);
+    await ep.screenshot({ path: path.join(OUT, 'executed-untrusted-page.png') });
+    await ep.close();
+    const report = buildReport([executed], path.join(OUT, 'report-check'));
     const rp = await browser.newPage({ viewport: { width: 1100, height: 1100 } });
     await rp.route(/^(?!file:)/, (route: any) => route.abort()); // offline: any network request would fail
     await rp.goto(`file://${report.pages[0].file}`);
-    await rp.waitForFunction(() => (globalThis as any).document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3, null, { timeout: 60_000 });
-    const reportPlots = await rp.evaluate(() => (globalThis as any).document.querySelectorAll('.js-plotly-plot').length);
-    console.log(`report: ${reportPlots} plots rendered offline`);
-    if (reportPlots !== 3) problems.push(`report shows ${reportPlots} plots, expected 3`);
-    const rshot = path.join(OUT, 'report-plot.png');
-    await rp.screenshot({ path: rshot, fullPage: true });
-    console.log(`screenshot: ${path.relative(process.cwd(), rshot)}`);
+    await rp.waitForFunction(() => (globalThis as any).document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4, null, { timeout: 60_000 }).catch(() => undefined);
+    const rf = await inspectPlots(rp, 'body', 'report-check', problems, false);
+    console.log(`report of the check notebook, offline: ${rf.length} plots drawn`);
+    if (rf.length !== 4) problems.push(`report shows ${rf.length} plots, expected 4`);
+    await rp.close();
 
-    // The project's own notebooks, run cell by cell in JupyterLab with the project kernel (smoke-size parameters
-    // come from the settings' env vars JupyterLab was started with).
+    // 3. the project's notebooks, run cell by cell in JupyterLab with the project kernel (smoke-size parameters come
+    // from the settings' env vars JupyterLab was started with), saved, measured, reopened untrusted
+    const saved: string[] = [];
     for (const [source, want] of PROJECT_NOTEBOOKS) {
+      const name = path.basename(source, '.ipynb');
+      if (only.length && !only.some((o) => name.includes(o))) continue;
       // A copy, so JupyterLab's autosave never writes outputs into the project's notebooks.
-      const copy = path.join(OUT, 'notebooks', path.basename(source));
+      const copy = path.join(OUT, 'notebooks', `${name}.ipynb`);
       fs.mkdirSync(path.dirname(copy), { recursive: true });
       fs.copyFileSync(path.join(PROJECT_ROOT, source), copy);
-      const nb = path.relative(PROJECT_ROOT, copy).split(path.sep).join('/');
-      const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
-      // A fresh workspace per notebook (?reset): otherwise the restored layout keeps the previous notebook current.
-      await page.goto(`http://127.0.0.1:${port}/lab/workspaces/check-${path.basename(nb, ".ipynb")}/tree/${nb}?reset&token=${token}`);
-      await page.waitForFunction(() => (globalThis as any).jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 90_000 });
-      await page.evaluate(() => (globalThis as any).jupyterapp.commands.execute('notebook:run-all-cells'));
-      // Done when the kernel is idle again and every code cell ran, or a cell failed (run-all stops there).
-      const finished = await page
-        .waitForFunction(() => {
-          const w = (globalThis as any).jupyterapp.shell.currentWidget;
-          const cells = [...w.content.widgets].filter((c: any) => c.model.type === 'code');
-          const failed = [...w.node.querySelectorAll('.jp-OutputArea-output')].some((e: any) => /^\s*\w*Error: /m.test(e.textContent ?? ''));
-          return w.sessionContext.session.kernel.status === 'idle' && (failed || cells.every((c: any) => c.model.executionCount));
-        }, null, { timeout: 600_000, polling: 1000 })
-        .then(() => true, () => false);
-      await page.waitForTimeout(1500);
-      // Counted inside this notebook's panel only (other tabs stay in the DOM).
-      const got = await page.evaluate(() => {
-        const node = (globalThis as any).jupyterapp.shell.currentWidget.node;
-        const errors = [...node.querySelectorAll('.jp-OutputArea-output')].map((e: any) => e.textContent ?? '').filter((t: string) => /^\s*\w*Error: /m.test(t));
-        return {
-          plots: node.querySelectorAll('.jp-OutputArea .js-plotly-plot').length,
-          images: node.querySelectorAll('.jp-OutputArea .jp-RenderedImage img').length,
-          errors: errors.length,
-          firstError: (errors[0] ?? '').split('\n').find((l: string) => /Error: /.test(l)) ?? '',
-        };
-      });
-      if (!finished) problems.push(`${nb}: did not finish within 600 s`);
-      if (got.firstError) problems.push(`${nb}: ${got.firstError.trim()}`);
-      console.log(`JupyterLab ${nb}: ${got.plots} plots, ${got.images} images rendered, ${got.errors} error outputs`);
+      console.log(`JupyterLab ${rel(copy)}:`);
+      const p = await openNotebook(browser, port, token, rel(copy), `check-${name}`);
+      const finished = await runAll(p, 600_000);
+      await waitForPlots(p, want.plots, 30_000);
+      await p.waitForTimeout(1000);
+      const got = await panelStats(p);
+      if (!finished) problems.push(`${name}: did not finish within 600 s`);
+      if (got.firstError) problems.push(`${name}: ${got.firstError.trim()}`);
+      const facts = await inspectPlots(p, PANEL, name, problems);
+      console.log(`  ${got.plots} plots, ${got.images} images rendered, ${got.errors} error outputs`);
       if (got.plots < want.plots || got.images < want.images || got.errors) {
-        problems.push(`${nb}: ${got.plots} plots / ${got.images} images / ${got.errors} errors, expected >= ${want.plots} plots, >= ${want.images} images, no errors`);
+        problems.push(`${name}: ${got.plots} plots / ${got.images} images / ${got.errors} errors, expected >= ${want.plots} plots, >= ${want.images} images, no errors`);
       }
-      const nbShot = path.join(OUT, `${path.basename(nb, '.ipynb')}.png`);
-      await page.screenshot({ path: nbShot, fullPage: true });
-      console.log(`screenshot: ${path.relative(process.cwd(), nbShot)}`);
-      await page.close();
+      if (name === '05-train') {
+        const heat = facts.find((f) => /^Best validation accuracy/.test(f.title));
+        if (!heat || heat.cells.length !== 8 || !heat.cells.every((c) => /^\d{1,3}\.\d{2}%$/.test(c))) {
+          problems.push(`05-train: the sweep heatmap's cells read ${JSON.stringify(heat?.cells ?? [])}, expected 8 percentages like "80.40%"`);
+        }
+        const finder = facts.find((f) => /^Learning-rate finder/.test(f.title));
+        if (!finder || !finder.labels.some((l) => /^steepest/.test(l.text))) problems.push('05-train: the learning-rate finder shows no "steepest" label');
+      }
+      await p.screenshot({ path: path.join(OUT, `${name}-page.png`) });
+      // Saved through JupyterLab, as a person would: the file must stay small.
+      const bytes = await saveNotebook(p, copy);
+      saved.push(copy);
+      await p.close();
+      const limit = want.maxBytes ?? Infinity;
+      sizes.push(`${name} ${(bytes / 1000).toFixed(0)} KB (${facts.length} plots)`);
+      if (bytes > limit) problems.push(`${name}: saved from JupyterLab it is ${(bytes / 1000).toFixed(0)} KB, more than ${limit / 1000} KB`);
+      if (facts.length) {
+        // Reopened untrusted (an unsigned copy): the plots must draw again, with no Trust and no kernel run.
+        const reopened = path.join(OUT, 'notebooks', `${name}-reopened.ipynb`);
+        unsignedCopy(copy, reopened);
+        const rp2 = await openNotebook(browser, port, token, rel(reopened), `check-${name}-reopened`);
+        await rp2.waitForTimeout(2000);
+        await rp2.locator(`${PANEL} .jp-RenderedPlotly`).first().scrollIntoViewIfNeeded().catch(() => undefined);
+        await rp2.screenshot({ path: path.join(OUT, `${name}-reopened-page.png`) }); // as reopened: before any mouse-over
+        const snapshots = await hoverSnapshots(rp2);
+        await waitForPlots(rp2, facts.length, 30_000);
+        const t = await trusted(rp2);
+        const again = await inspectPlots(rp2, PANEL, `${name}-reopened`, problems, false);
+        const fallbacks = (await panelStats(rp2)).fallbacks;
+        console.log(`  saved from JupyterLab: ${(bytes / 1000).toFixed(0)} KB; reopened ${t ? 'TRUSTED' : 'untrusted'}: ${snapshots} snapshots shown, ${again.length} of ${facts.length} plots drawn${fallbacks ? `, ${fallbacks} placeholders` : ''} → ${path.relative(process.cwd(), path.join(OUT, `${name}-reopened-page.png`))}`);
+        if (t) problems.push(`${name}: the reopened copy is trusted: the no-Trust check proves nothing`);
+        if (again.length !== facts.length) problems.push(`${name}: reopened without Trust, ${again.length} of ${facts.length} plots draw${fallbacks ? ` (${fallbacks} show the "[plot: …]" placeholder)` : ''}`);
+        await rp2.close();
+      }
+    }
+
+    // 4. the report of the notebooks JupyterLab ran and saved: the front page and its key plots, offline
+    if (saved.length) {
+      const r = buildReport(saved, path.join(OUT, 'report'));
+      const ip = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
+      await ip.route(/^(?!file:)/, (route: any) => route.abort());
+      await ip.goto(`file://${r.index}`);
+      await ip.waitForFunction((k: number) => (globalThis as any).document.querySelectorAll('.js-plotly-plot .main-svg').length >= k, r.summary.keyFigures.length, { timeout: 60_000 }).catch(() => undefined);
+      const front = await ip.evaluate(() => ({
+        banner: (globalThis as any).document.querySelector('.banner')?.textContent ?? '',
+        cells: [...(globalThis as any).document.querySelectorAll('table.headline td.num')].map((e: any) => e.textContent),
+      }));
+      const kf = await inspectPlots(ip, '.keyplots', 'report-index', problems, false);
+      const smoke = !!(process.env.TRAIN_LIMIT && process.env.TRAIN_LIMIT !== '0');
+      console.log(`report front page: "${front.banner.slice(0, 90)}…", ${front.cells.filter((c: string) => /%$/.test(c)).length} accuracies, ${kf.length} key plots`);
+      if (smoke && !/^SMOKE RUN/.test(front.banner)) problems.push(`report front page: TRAIN_LIMIT=${process.env.TRAIN_LIMIT} but the banner says "${front.banner.slice(0, 60)}"`);
+      if (kf.length !== r.summary.keyFigures.length) problems.push(`report front page: ${kf.length} of ${r.summary.keyFigures.length} key plots drawn`);
+      if (saved.some((f) => /05-train/.test(f)) && !front.cells.some((c: string) => /^\d+\.\d\d%$/.test(c))) problems.push('report front page: no headline accuracies');
+      await ip.screenshot({ path: path.join(OUT, 'report-index.png'), fullPage: true });
+      await ip.close();
     }
   } finally {
     await browser.close();
     process.kill(-lab.pid!, 'SIGTERM'); // jupyter shuts its kernels down on SIGTERM
     await new Promise((r) => lab.once('exit', r));
   }
-  if (problems.length) throw new Error(problems.join('; '));
-  console.log('browser check passed');
+  if (sizes.length) console.log(`saved from JupyterLab: ${sizes.join(', ')}`);
+  if (problems.length) throw new Error(`${problems.length} problem(s):\n  ${problems.join('\n  ')}`);
+  console.log(`browser check passed (screenshots in ${path.relative(process.cwd(), OUT)}/)`);
 }
 
 main().catch((err) => {

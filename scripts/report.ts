@@ -1,20 +1,48 @@
 // npm run report [-- executed.ipynb...] [--in DIR] [--out DIR]
 // Turns executed notebooks (default out/notebooks/, written by `npm run notebooks`) into self-contained HTML pages
-// plus an index in out/report/ — readable offline, this is how results are shared.
+// plus a front page (what ran, the headline numbers, key plots) in out/report/ — readable offline, this is how
+// results are shared.
 import * as fs from 'fs';
 import * as path from 'path';
 import { parseCli, runCli } from '../lib/cli';
 import { DEFAULT_REPORT_IN, DEFAULT_REPORT_OUT, buildReport, executedNotebooks } from '../lib/jupyter/report';
-import { userPath } from '../lib/paths';
+import { PROJECT_ROOT, userPath } from '../lib/paths';
 
 const CLI = {
-  usage: 'npm run report -- [executed.ipynb...] [--in DIR] [--out DIR]',
+  usage: 'npm run report -- [executed.ipynb...] [--in DIR] [--out DIR] [--model DIR] [--screenshot PNG]',
   options: {
     in: { type: 'string', arg: 'dir', help: 'where the executed notebooks are', default: 'out/notebooks' },
     out: { type: 'string', arg: 'dir', help: 'where the HTML goes', default: 'out/report' },
+    screenshot: { type: 'string', arg: 'png', help: 'also photograph the front page with headless Chromium (playwright-core and /usr/bin/chromium, or CHROMIUM=path)' },
+    model: { type: 'string', arg: 'dir', help: "the saved model whose metadata.json gives the headline (default: the MODEL_DIR notebook 5 ran with, else $MODEL_DIR, else models/cifar10)" },
   },
   positionals: true,
 } as const;
+
+/** The front page as Chromium draws it, offline (any request off file:// is refused), full length. */
+async function screenshot(index: string, png: string): Promise<void> {
+  const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+  if (!fs.existsSync(chromiumPath)) throw new Error(`--screenshot: ${chromiumPath} not found (apt-get install chromium, or set CHROMIUM)`);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let pw: any;
+  try {
+    pw = require(require.resolve('playwright-core', { paths: [PROJECT_ROOT, path.join(PROJECT_ROOT, 'data', 'tools')] }));
+  } catch {
+    throw new Error('--screenshot: playwright-core not found (npm install, or npm install --prefix data/tools --no-save playwright-core)');
+  }
+  const browser = await pw.chromium.launch({ executablePath: chromiumPath, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
+    await page.route(/^(?!file:)/, (route: { abort: () => Promise<void> }) => route.abort());
+    await page.goto(`file://${index}`);
+    const plots = await page.evaluate(() => (globalThis as any).document.querySelectorAll('.plotly-figure').length); // eslint-disable-line @typescript-eslint/no-explicit-any
+    await page.waitForFunction((n: number) => (globalThis as any).document.querySelectorAll('.js-plotly-plot .main-svg').length >= n, plots, { timeout: 60_000 }); // eslint-disable-line @typescript-eslint/no-explicit-any
+    fs.mkdirSync(path.dirname(png), { recursive: true });
+    await page.screenshot({ path: png, fullPage: true });
+  } finally {
+    await browser.close();
+  }
+}
 
 async function main(): Promise<void> {
   const { values, positionals } = parseCli(CLI);
@@ -27,12 +55,20 @@ async function main(): Promise<void> {
   const inputs = files.length ? files : executedNotebooks(inDir);
   if (inputs.length === 0) throw new Error(`no executed notebooks in ${path.relative(process.cwd(), inDir) || inDir}; run \`npm run notebooks\` first`);
   const t0 = Date.now();
-  const r = buildReport(inputs, outDir);
+  const r = buildReport(inputs, outDir, { modelDir: values.model ? userPath(values.model) : undefined });
   for (const p of r.pages) {
     const mb = (fs.statSync(p.file).size / 1e6).toFixed(1);
     console.log(`${path.relative(process.cwd(), p.file)}  ${p.stats.figures} plots, ${p.stats.images} images, ${mb} MB  (${p.status})`);
   }
   console.log(`index: ${path.relative(process.cwd(), r.index)}  (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  console.log(`  ${r.summary.scale.banner}`);
+  console.log(`  headline from ${r.summary.headline.source}`);
+  for (const w of r.summary.headline.warnings) console.log(`  warning: ${w}`);
+  if (values.screenshot) {
+    const png = userPath(values.screenshot);
+    await screenshot(r.index, png);
+    console.log(`screenshot of the front page: ${path.relative(process.cwd(), png)}`);
+  }
 }
 
 runCli(main);

@@ -177,7 +177,8 @@ test('upsample / overlay / grid: the heat lands where the map is hot, the grid h
   const png = PNG.sync.read(gradCamGrid(fakeImages(3), cams, { classNames: ['a', 'b', 'c', 'cat', 'e', 'dog', 'g', 'h', 'i', 'j'], size: 32, perRow: 2 }));
   // two images per row x (image + 2 maps), 14 px between images: 2 + 6 * 34 + 12 = 218 wide; 2 rows
   assert.equal(png.width, 218);
-  assert.equal(png.height, 2 * (32 + 9) + 3 * 2);
+  // captions ("V1: cat") wrap onto two 9-px lines of the 5x7 font under 32-px tiles, + 4 px: 22 px per row
+  assert.equal(png.height, 2 * (32 + 2 * 9 + 4) + 3 * 2);
   assert.throws(() => gradCam({ backbones: [], logits: (f) => f, input: tf.zeros([1, 2, 2, 1]) }), /no backbones/);
   assert.throws(() => truncateAt(buildHead({ inputDim: 4, units: 2, dropout: 0 }), 'head_dense'), /expected a spatial map/);
 });

@@ -5,7 +5,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { PNG } from 'pngjs';
-import { bar, classCountsChart, confusionHeatmap, heatmap, histogram, imageGrid, lineChart, liveFigure, scatter, show, table } from '../lib/plot';
+import { bar, classCountsChart, confusionHeatmap, d3Format, heatmap, histogram, imageGrid, lineChart, liveFigure, scatter, show, table } from '../lib/plot';
+import { captionScale, wrapCaption } from '../lib/image-grid';
 import { figureHtml, scriptJson } from '../lib/plotly-html';
 import { displayBundle } from '../lib/notebook';
 
@@ -37,9 +38,14 @@ test('lineChart: series from a record, x defaults to epochs 1..n, markers become
 });
 
 test('scatter with log x (lr finder) and histogram', () => {
-  const f = scatter({ series: [{ name: 'loss', x: [1e-4, 1e-3], y: [2, 1] }], logX: true });
+  const f = scatter({ series: [{ name: 'loss', x: [1e-4, 1e-3], y: [2, 1] }], logX: true, markers: [{ x: 3e-4, label: 'steepest' }] });
   assert.equal(f.data[0].mode, 'markers');
   assert.equal((f.layout.xaxis as { type: string }).type, 'log');
+  // plotly places shapes on a log axis by data value, annotations by log10 of it: label and line must meet
+  assert.equal((f.layout.shapes as Array<{ x0: number }>)[0].x0, 3e-4);
+  assert.ok(Math.abs((f.layout.annotations as Array<{ x: number }>)[0].x - Math.log10(3e-4)) < 1e-12, 'annotation x in log10 units');
+  assert.equal((lineChart({ series: { a: [1, 2] }, markers: [{ x: 2, label: 'lin' }] }).layout.annotations as Array<{ x: number }>)[0].x, 2, 'linear axis: data value');
+  assert.throws(() => scatter({ series: [{ name: 'l', x: [1], y: [1] }], logX: true, markers: [{ x: 0, label: 'zero' }] }), /marker "zero": x = 0 cannot be placed on a log axis/);
   const h = histogram({ values: [{ name: 'a', values: [1, 2] }, { name: 'b', values: new Float64Array([3]) }], bins: 5 });
   assert.deepEqual(h.data.map((t) => [t.type, t.x, t.nbinsx]), [['histogram', [1, 2], 5], ['histogram', [3], 5]]);
 });
@@ -53,6 +59,16 @@ test('heatmap / confusionHeatmap: labels, reversed y, normalised rows', () => {
   assert.equal((f.layout.yaxis as { autorange: string }).autorange, 'reversed');
   assert.equal(t.texttemplate, '%{z:.2f}');
   assert.throws(() => heatmap({ z: [[1, 2]], x: ['a'], y: ['r'] }), /heatmap: row 0 has 2 values for 1 x labels/);
+  // the d3 format with or without plotly's colon: '.2%' once printed the literal "%{z.2%}" in every cell
+  for (const valueFormat of ['.2%', ':.2%']) {
+    const h = heatmap({ z: [[0.5]], x: ['a'], y: ['b'], showValues: true, valueFormat });
+    assert.equal(h.data[0].texttemplate, '%{z:.2%}', valueFormat);
+    assert.equal(h.data[0].hovertemplate, '%{y} → %{x}: %{z:.2%}<extra></extra>');
+  }
+  assert.equal(heatmap({ z: [[1]], x: ['a'], y: ['b'], showValues: true }).data[0].texttemplate, '%{z}');
+  assert.equal(confusionHeatmap([[1]], ['a']).data[0].texttemplate, '%{z}', 'counts print as they are');
+  assert.deepEqual(['.2%', ',d', '.3f', '+.1e', '~s', '$,.2f'].map(d3Format), ['.2%', ',d', '.3f', '+.1e', '~s', '$,.2f']);
+  assert.throws(() => heatmap({ z: [[1]], x: ['a'], y: ['b'], valueFormat: '%{z}' }), /"%\{z\}" is not a d3-format spec/);
 });
 
 test('table: columns from rows; mismatched row is an error', () => {
@@ -88,6 +104,8 @@ test('figureHtml embeds the figure safely inside a script', () => {
   assert.ok(html.includes(scriptJson(fig)));
   assert.deepEqual(JSON.parse(scriptJson(fig)), fig);
   assert.match(html, /&lt;\/script&gt;&lt;b&gt;x/, 'fallback text is escaped');
+  assert.match(html, /plotly renderer \(pip install plotly\) or trust the notebook/, 'an untrusted notebook without the renderer says how to see the plot');
+  assert.doesNotMatch(html, /window\.Plotly = Plotly/, 'plotly.js itself is never part of a figure');
 });
 
 test('imageGrid: nearest upscaling, grid layout, captions', () => {
@@ -103,9 +121,30 @@ test('imageGrid: nearest upscaling, grid layout, captions', () => {
   assert.deepEqual(px(0, 0), [40, 40, 40, 255], 'gap is background');
   const captioned = PNG.sync.read(imageGrid(imgs, 2, { h: 2, w: 2, cols: 1, scale: 8, labels: ['cat', 'dog'] }));
   assert.ok(captioned.height > 2 * 16 + 3, 'caption strips add height');
-  const stripStart = 2 + 16 + 2;
-  let ink = 0;
-  for (let y = stripStart; y < stripStart + 5; y++) for (let x = 0; x < captioned.width; x++) if (captioned.data[(y * captioned.width + x) * 4] === 235) ink++;
-  assert.ok(ink > 10, `caption pixels drawn (${ink})`);
+  const inkRows = (p: PNG, y0: number, y1: number) => {
+    const rows = new Set<number>();
+    for (let y = y0; y < y1; y++) for (let x = 0; x < p.width; x++) if (p.data[(y * p.width + x) * 4] === 235) rows.add(y);
+    return rows.size;
+  };
+  assert.ok(inkRows(captioned, 2 + 16, 2 + 16 + 20) >= 6, 'caption pixels drawn');
+  // on tiles of 96 px (CIFAR at 3x) captions are drawn at 2x: 14-pixel capitals
+  const big = PNG.sync.read(imageGrid(new Uint8Array(32 * 32 * 3), 1, { h: 32, w: 32, scale: 3, labels: ['HIT'] }));
+  assert.equal(inkRows(big, 2 + 96, big.height), 14, 'H, I and T are 7 rows tall at 2x');
+  assert.equal(captionScale(96), 2);
+  assert.equal(captionScale(48), 1);
+  assert.throws(() => imageGrid(new Uint8Array(10), 2, { h: 2, w: 2 }), /imageGrid: 2 images of 2x2x3 need 24 bytes, got 10/);
+});
+
+test('captions wrap at spaces, run on under empty neighbours, and are cut with an ellipsis last', () => {
+  assert.deepEqual(wrapCaption('true: automobile', 10, 2), ['true:', 'automobile']);
+  assert.deepEqual(wrapCaption('airplane', 10, 2), ['airplane']);
+  assert.deepEqual(wrapCaption('a b c d e f', 3, 2), ['a b', 'c …']);
+  assert.deepEqual(wrapCaption('automobile', 4, 1), ['aut…']);
+  assert.deepEqual(wrapCaption('', 5, 2), []);
+  // a row label over ten 96-px tiles is one line; the same label under a lone 32-px tile wraps onto two
+  const ten = PNG.sync.read(imageGrid(new Uint8Array(10 * 32 * 32 * 3), 10, { h: 32, w: 32, scale: 3, labels: ['automobile parts', ...new Array(9).fill('')] }));
+  const lone = PNG.sync.read(imageGrid(new Uint8Array(32 * 32 * 3), 1, { h: 32, w: 32, scale: 1, labels: ['automobile parts'] }));
+  assert.equal(ten.height, 2 + 96 + 9 * 2 + 4 + 2, 'one caption line at 2x');
+  assert.equal(lone.height, 2 + 32 + 2 * 9 + 4 + 2, 'two caption lines at 1x');
   assert.throws(() => imageGrid(new Uint8Array(10), 2, { h: 2, w: 2 }), /imageGrid: 2 images of 2x2x3 need 24 bytes, got 10/);
 });
