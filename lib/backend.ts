@@ -73,9 +73,10 @@ function describeNative(native: NativeBackend | undefined): string {
 }
 
 async function tryTensorflow(load: () => unknown): Promise<string> {
-  const native = load() as NativeBackend | undefined; // registers the 'tensorflow' backend as a side effect
+  // Registers the 'tensorflow' backend as a side effect; a test's stand-in may return something else entirely.
+  const loaded = load() as Partial<NativeBackend> | undefined;
   if (!(await tf.setBackend('tensorflow'))) throw new Error('the native TensorFlow addon loaded but its backend failed to initialise');
-  return `tensorflow (${describeNative(native && (native as NativeBackend).manifest ? native : undefined)})`;
+  return `tensorflow (${describeNative(loaded?.manifest ? (loaded as NativeBackend) : undefined)})`;
 }
 
 /** Directory holding tfjs-backend-wasm's .wasm binaries (shipped in the package). */

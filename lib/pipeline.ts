@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { AUG_VIEW_OPTIONS, AugmentOptions, randomAugment } from './augment';
-import { BackboneName, BACKBONES, backboneSpec } from './backbones';
+import { BackboneName } from './backbones';
 import { Cifar10, EXACT_TEST_RANGE, ImageSet, PIXELS_PER_IMAGE, splitTrainVal, stratifiedSample, testRange } from './data/cifar10';
 import { evaluate, Evaluation, predictFeatures, predictFeaturesTTA, SPLIT_LABELS } from './evaluate';
 import { extractFeatures } from './features';

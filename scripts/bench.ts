@@ -14,7 +14,6 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
 import { writeJsonAtomic } from '../lib/atomic';
 import { parseCli, UsageError } from '../lib/cli';
 import { BACKBONES, BackboneName, backboneSpec, findBackboneDir } from '../lib/backbones';
