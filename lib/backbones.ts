@@ -67,6 +67,8 @@ export interface LoadBackboneOptions {
   dir?: string;
   /** Fold BatchNormalization into the preceding convolution (default true). */
   fold?: boolean;
+  /** Weights (of the folded net, by name) that replace the pretrained ones: the fine-tuned top blocks. */
+  replace?: Map<string, Float32Array>;
 }
 
 /** data/models (follows DATA_DIR). */
@@ -325,6 +327,12 @@ export async function backboneArtifacts(name: BackboneName, opts: LoadBackboneOp
   if (opts.fold !== false) {
     const f = foldBatchNorm(topology, weights, shapes);
     ({ topology, weights, shapes, folded } = f);
+  }
+  for (const [name, values] of opts.replace ?? []) {
+    const old = weights.get(name);
+    if (!old) throw new Error(`backbone ${name.split('/')[0]}: fine-tuned weight ${name} is not a weight of ${spec.name}`);
+    if (old.length !== values.length) throw new Error(`backbone ${spec.name}: fine-tuned weight ${name} has ${values.length} values, expected ${old.length}`);
+    weights.set(name, values);
   }
   const names = usedWeightNames(topology, weights);
   const total = names.reduce((a, n) => a + weights.get(n)!.length, 0);

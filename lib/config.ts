@@ -6,7 +6,7 @@
 import { parseView } from './augment';
 import { BACKBONES, BackboneName } from './backbones';
 
-type Kind = 'int' | 'number' | 'bool' | 'backbones' | 'views' | 'path';
+type Kind = 'int' | 'number' | 'bool' | 'backbones' | 'views' | 'path' | 'blocks';
 
 interface Spec<K extends Kind, T> {
   kind: K;
@@ -45,6 +45,11 @@ export const SETTINGS = {
   lr: num<number | null>(null, 'final learning rate', { above: 0, defaultText: 'the sweep winner' }),
   dropout: num<number | null>(null, 'final dropout rate', { min: 0, max: 0.95, defaultText: 'the sweep winner' }),
   workers: num<number | null>(null, 'wasm feature-extraction worker threads (0 = in this thread)', { min: 0, defaultText: 'CPU cores on wasm' }),
+  trainableBlocks: { kind: 'blocks', default: null, defaultText: 'auto', help: 'top blocks of each backbone that fine-tune, a comma list in --backbones order (0 = frozen); auto = the best regime that fits --budget-minutes' } as Spec<'blocks', number[] | null>,
+  fineTuneEpochs: int(10, 'epochs of fine-tuning (cosine schedule over them; early stopping restores the best)', { min: 1 }),
+  fineTuneBatchSize: int(128, 'mini-batch size of fine-tuning', { min: 2 }),
+  backboneLr: num(1e-4, 'learning rate of the fine-tuned backbone blocks (the head keeps --lr)', { above: 0 }),
+  budgetMinutes: num(25, 'wall-time budget of npm start in minutes: with --trainable-blocks auto, the best regime whose estimate fits', { above: 0 }),
   endToEnd: int(0, 'also compare cached views with end-to-end augmentation on N training images (0 skips it)'),
   e2eEpochs: int(5, 'epochs of the end-to-end comparison', { min: 1 }),
   out: { kind: 'path', default: null, env: 'MODEL_DIR', help: 'where the classifier is saved (relative to the folder you run from)', defaultText: 'models/cifar10' } as Spec<'path', string | null>,
@@ -106,6 +111,12 @@ export function parseSetting<K extends SettingKey>(key: K, raw: string, where: s
       if (!names.length || names.some((n) => !known.includes(n))) fail(`a comma list of ${known.join(', ')}`);
       if (new Set(names).size !== names.length) fail('each backbone once');
       return names as ExperimentConfig[K];
+    }
+    case 'blocks': {
+      if (/^auto$/i.test(v)) return null as ExperimentConfig[K];
+      const parts = v.split(',').map((x) => x.trim());
+      if (!parts.length || parts.some((x) => !/^\d+$/.test(x))) fail('auto, or a comma list of whole numbers (one per backbone, 0 = frozen)');
+      return parts.map(Number) as ExperimentConfig[K];
     }
     case 'path':
       if (v === '') fail('a folder path');

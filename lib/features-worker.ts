@@ -5,6 +5,7 @@ import { isMainThread, parentPort, workerData } from 'worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { applyView } from './augment';
 import { BackboneName, backboneArtifacts, compileExtractor, FeatureExtractor } from './backbones';
+import { prefixTopology } from './trunk';
 import { initBackend } from './backend';
 import { ensureSavedModel, FrozenGraph, loadFrozenGraph } from './graph';
 import { dataDir } from './paths';
@@ -20,16 +21,24 @@ export interface BatchTask {
   n: number;
   /** n x 32 x 32 x 3 uint8 (transferred, not copied, to the worker). */
   pixels: Uint8Array;
+  /** Output the activation of this layer (flattened) instead of the pooled features. */
+  cut?: string;
+}
+
+/** The backbone's artifacts, truncated at `cut` when given (the frozen bottom that fine-tuning caches). */
+async function artifactsFor(backbone: BackboneName, backbonesDir: string | undefined, cut: string | undefined) {
+  const a = await backboneArtifacts(backbone, { dir: backbonesDir });
+  return cut ? { ...a, topology: prefixTopology(a.topology, cut) } : a;
 }
 
 const extractors = new Map<string, Promise<FeatureExtractor>>();
 
 /** The compiled (BN-folded, fused) extractor for a backbone, loaded once per thread. */
-export function getExtractor(backbone: BackboneName, weights: string, backbonesDir?: string): Promise<FeatureExtractor> {
-  const key = `${backbone}|${weights}|${backbonesDir ?? ''}`;
+export function getExtractor(backbone: BackboneName, weights: string, backbonesDir?: string, cut?: string): Promise<FeatureExtractor> {
+  const key = `${backbone}|${weights}|${backbonesDir ?? ''}|${cut ?? ''}`;
   let p = extractors.get(key);
   if (!p) {
-    p = backboneArtifacts(backbone, { dir: backbonesDir }).then(compileExtractor);
+    p = artifactsFor(backbone, backbonesDir, cut).then(compileExtractor);
     p.catch(() => extractors.delete(key));
     extractors.set(key, p);
   }
@@ -39,12 +48,12 @@ export function getExtractor(backbone: BackboneName, weights: string, backbonesD
 const graphs = new Map<string, Promise<FrozenGraph>>();
 
 /** The backbone (resize + normalise + folded net + pooling) as a frozen TF graph, written once per weights hash. */
-export function getFeatureGraph(backbone: BackboneName, weights: string, resolution: number, backbonesDir?: string): Promise<FrozenGraph> {
-  const key = `${backbone}|${weights}|${resolution}|${backbonesDir ?? ''}`;
+export function getFeatureGraph(backbone: BackboneName, weights: string, resolution: number, backbonesDir?: string, cut?: string): Promise<FrozenGraph> {
+  const key = `${backbone}|${weights}|${resolution}|${backbonesDir ?? ''}|${cut ?? ''}`;
   let p = graphs.get(key);
   if (!p) {
-    p = backboneArtifacts(backbone, { dir: backbonesDir }).then((a) =>
-      loadFrozenGraph(ensureSavedModel({ ...a, resizeTo: resolution }, dataDir('cache', 'graphs'), `${backbone}-r${resolution}`)),
+    p = artifactsFor(backbone, backbonesDir, cut).then((a) =>
+      loadFrozenGraph(ensureSavedModel({ ...a, resizeTo: resolution }, dataDir('cache', 'graphs'), `${backbone}-r${resolution}${cut ? `-${cut}` : ''}`)),
     );
     p.catch(() => graphs.delete(key));
     graphs.set(key, p);
@@ -55,7 +64,7 @@ export function getFeatureGraph(backbone: BackboneName, weights: string, resolut
 export async function extractBatch(task: BatchTask): Promise<Float32Array> {
   const viewed = applyView(task.pixels, task.n, task.view);
   if (tf.getBackend() === 'tensorflow') {
-    const graph = await getFeatureGraph(task.backbone, task.weights, task.resolution, task.backbonesDir);
+    const graph = await getFeatureGraph(task.backbone, task.weights, task.resolution, task.backbonesDir, task.cut);
     const out = tf.tidy(() => graph.predict(pixelsToTensor(viewed, task.n)));
     try {
       return (await out.data()) as Float32Array;
@@ -63,7 +72,7 @@ export async function extractBatch(task: BatchTask): Promise<Float32Array> {
       out.dispose();
     }
   }
-  const extractor = await getExtractor(task.backbone, task.weights, task.backbonesDir);
+  const extractor = await getExtractor(task.backbone, task.weights, task.backbonesDir, task.cut);
   const out = tf.tidy(() => extractor.predict(preprocess(pixelsToTensor(viewed, task.n), task.resolution)));
   try {
     const data = (await out.data()) as Float32Array;

@@ -15,7 +15,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { AUGMENT_VERSION, parseView } from './augment';
-import { BackboneName, backboneFingerprint, backboneFolder, backboneSpec } from './backbones';
+import { BackboneName, backboneArtifacts, backboneFingerprint, backboneFolder, backboneSpec } from './backbones';
+import { cutShape } from './trunk';
 import { initBackend } from './backend';
 import { writeFileAtomic } from './atomic';
 import { interruptible, InterruptedError, yieldToEventLoop } from './cancel';
@@ -52,6 +53,11 @@ export interface ExtractOptions {
   backbonesDir?: string;
   /** Stops the extraction between batches (as an interrupt does); finished chunks stay cached. */
   signal?: AbortSignal;
+  /**
+   * Cache the activation of this layer (lib/trunk.ts `cutLayer`) instead of the pooled features: rows of h*w*c
+   * values, what fine-tuning trains its top blocks on.
+   */
+  cut?: string;
 }
 
 export const CACHE_FORMAT = 'cifar10-features-v2';
@@ -82,6 +88,8 @@ interface CacheSettings {
   resolution: number;
   view: string;
   dim: number;
+  /** The cut layer for activations (absent: pooled features). */
+  cut?: string;
 }
 
 interface Header extends CacheSettings {
@@ -97,7 +105,7 @@ function viewVersion(view: string): string {
 }
 
 export function cacheFolder(root: string, s: Omit<CacheSettings, 'dim'>): string {
-  return path.join(root, 'features', s.backbone, `w${s.weights}`, `r${s.resolution}`, s.view);
+  return path.join(root, 'features', s.backbone, `w${s.weights}`, `r${s.resolution}`, ...(s.cut ? [`cut-${s.cut}`] : []), s.view);
 }
 
 /** Move a cache file that cannot be trusted out of the way, once, so later runs neither read nor warn about it. */
@@ -375,6 +383,20 @@ export async function terminateFeaturePool(): Promise<void> {
 
 // ---------------------------------------------------------------- extraction
 
+const cutShapes = new Map<string, Promise<[number, number, number]>>();
+
+/** Shape of a cut layer's activation at `resolution` (from the backbone's topology; memoised). */
+export function cutShapeOf(backbone: BackboneName, cut: string, resolution: number, backbonesDir?: string): Promise<[number, number, number]> {
+  const key = `${backbone}|${cut}|${resolution}|${backbonesDir ?? ''}`;
+  let p = cutShapes.get(key);
+  if (!p) {
+    p = backboneArtifacts(backbone, { dir: backbonesDir }).then((a) => cutShape(a.topology, cut, resolution));
+    p.catch(() => cutShapes.delete(key));
+    cutShapes.set(key, p);
+  }
+  return p;
+}
+
 /**
  * Features of every image, in input order, from the cache where possible and the backbone otherwise.
  * Throws a one-line error for bad input (pixel buffer size, unknown backbone/view, resolution).
@@ -396,10 +418,11 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
   if (opts.workers !== undefined && !(Number.isInteger(opts.workers) && opts.workers >= 0)) {
     throw new Error(`workers ${opts.workers}: expected an integer >= 0 (0 = in this thread)`);
   }
-  const dim = spec.featureSize;
-  const out = new Float32Array(n * dim);
   const weights = backboneFingerprint(await backboneFolder(opts.backbone, opts.backbonesDir));
-  const settings: CacheSettings = { backbone: opts.backbone, weights, resolution, view, dim };
+  const cut = opts.cut;
+  const dim = cut ? (await cutShapeOf(opts.backbone, cut, resolution, opts.backbonesDir)).reduce((a, b) => a * b, 1) : spec.featureSize;
+  const out = new Float32Array(n * dim);
+  const settings: CacheSettings = { backbone: opts.backbone, weights, resolution, view, dim, ...(cut ? { cut } : {}) };
   const useCache = opts.cache !== false;
   const cacheRoot = opts.cacheDir ?? dataDir('cache');
   const folder = cacheFolder(cacheRoot, settings);
@@ -427,7 +450,7 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
   let shared = 0; // images another run computed meanwhile (read from the cache it wrote)
   if (missing.length) {
     // Interrupt (notebook) / Ctrl-C (CLI): stop between batches, keep the chunks already cached, say how far.
-    const label = `features ${opts.backbone} ${resolution}px ${view}`;
+    const label = `${cut ? `activations ${opts.backbone}/${cut}` : `features ${opts.backbone}`} ${resolution}px ${view}`;
     let done = 0;
     let written = 0;
     const op = interruptible(label, opts.signal);
@@ -468,7 +491,7 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
         const pixels = new Uint8Array(part.length * PIXELS_PER_IMAGE);
         part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * PIXELS_PER_IMAGE, (positions[0] + 1) * PIXELS_PER_IMAGE), j * PIXELS_PER_IMAGE));
         batches.push(
-          run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, weights, resolution, view, n: part.length, pixels }).then((f) => {
+          run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, weights, resolution, view, n: part.length, pixels, cut }).then((f) => {
             if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);
             feats.set(f, b * dim);
             sink.tick(part.length);

@@ -8,7 +8,7 @@
 // 1/0), strings as they are.
 import { envOf, parseSetting, SETTINGS, SettingKey } from './config';
 
-export type ParamValue = string | number | boolean | string[] | null;
+export type ParamValue = string | number | boolean | string[] | number[] | null;
 
 /** The environment variable that overrides parameter `key`. */
 export const paramEnvName = envOf;
@@ -48,7 +48,7 @@ export function params<T extends Record<string, ParamValue>>(defaults: T, opts: 
     const name = envOf(key);
     const raw = env[name];
     const overridden = raw !== undefined;
-    let value: ParamValue = Array.isArray(def) ? [...def] : def;
+    let value: ParamValue = Array.isArray(def) ? (def.slice() as ParamValue) : def;
     if (overridden) value = key in SETTINGS ? (parseSetting(key as SettingKey, raw, `${name}=${JSON.stringify(raw)}`) as ParamValue) : parseOwn(key, name, raw, def);
     out[key] = value;
     shown.push(`${key}=${Array.isArray(value) ? value.join(',') : JSON.stringify(value)}${overridden ? ` (${name})` : ''}`);

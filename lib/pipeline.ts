@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { AUG_VIEW_OPTIONS, AugmentOptions, randomAugment } from './augment';
-import { BackboneName } from './backbones';
+import { BackboneName, loadBackbone } from './backbones';
 import { Cifar10, EXACT_TEST_RANGE, ImageSet, PIXELS_PER_IMAGE, splitTrainVal, stratifiedSample, testRange } from './data/cifar10';
 import { evaluate, Evaluation, predictFeatures, predictFeaturesTTA, SPLIT_LABELS } from './evaluate';
 import { extractFeatures } from './features';
@@ -232,12 +232,18 @@ export async function saveClassifier(opts: {
   training: Record<string, unknown>;
   runId?: string;
   dir?: string;
+  /** Fine-tuned weights of backbone layers (by backbone): the saved model carries them in place of the pretrained. */
+  backboneWeights?: Partial<Record<BackboneName, Map<string, Float32Array>>>;
+  /** What the metadata records about the regime (fine-tuning: blocks, cuts, rates). */
+  regime?: Record<string, unknown>;
 }): Promise<{ dir: string; maxDiff: number }> {
   const backbones = [...opts.params.backbones];
   const target = opts.dir ?? MODEL_DIR;
   // Staged inside the target folder (the one checked writable up front), moved up file by file after the check.
   const staging = path.join(target, `.staging-${process.pid}-${Date.now()}`);
-  const model = await assembleModel({ backbones, resolution: opts.params.resolution, head: opts.head });
+  const tuned = opts.backboneWeights;
+  const loaded = tuned ? await Promise.all(backbones.map((b) => loadBackbone(b, { replace: tuned[b] }))) : undefined;
+  const model = await assembleModel({ backbones, resolution: opts.params.resolution, head: opts.head, loaded });
   const meta: ModelMetadata = {
     backbones,
     resolution: opts.params.resolution,
@@ -248,6 +254,7 @@ export async function saveClassifier(opts: {
     gitCommit: gitCommit(),
     runId: opts.runId,
     training: { ...opts.training, trainViews: [...opts.params.views], tta: opts.params.tta },
+    regime: opts.regime ?? { name: 'frozen' },
     // The resolved settings of the run that made this model, when the caller has them all (npm start, notebook 05).
     ...('trainLimit' in opts.params ? { config: { ...(opts.params as ExperimentParams) } } : {}),
     note: 'Accuracies marked "+ TTA" average plain and flipped predictions; the saved model predicts the plain view.',

@@ -20,7 +20,7 @@ export interface EpochRecord {
 
 export interface RunRecord {
   id: string;
-  kind: 'train' | 'sweep' | 'end-to-end' | 'lr-find';
+  kind: 'train' | 'sweep' | 'end-to-end' | 'lr-find' | 'fine-tune';
   /** Groups the runs of one sweep. */
   group?: string;
   createdAt: string;

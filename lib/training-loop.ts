@@ -73,6 +73,26 @@ export interface Best {
   loss: number;
 }
 
+/**
+ * What the loop trains: the head's HeadTrainer on LabeledFeatures, or the fine-tuner (lib/finetune.ts) on cached
+ * activations. Weights are copies (the caller disposes); `setWeights` takes them back in the same order.
+ */
+export interface Learner<D> {
+  trainEpochInterruptible(d: D, epoch: number, check: () => void): Promise<{ loss: number; lr: number }>;
+  evaluate(d: D): { loss: number; acc: number };
+  weights(): tf.Tensor[];
+  setWeights(ws: tf.Tensor[]): void;
+}
+
+/** What the run log says about the data of a fit. */
+export interface DataSummary {
+  n: number;
+  dim: number;
+  views: number;
+}
+
+const summary = (d: LabeledFeatures): DataSummary => ({ n: d.n, dim: d.dim, views: d.views.length });
+
 /** What the loop shares with its callbacks (fastai's Learner, reduced to this trainer). */
 export class FitState {
   readonly history: EpochRecord[] = [];
@@ -89,10 +109,10 @@ export class FitState {
   private restored = false;
 
   constructor(
-    readonly trainer: HeadTrainer,
+    readonly trainer: Learner<any>,
     readonly cfg: TrainConfig,
-    readonly train: LabeledFeatures,
-    readonly val: LabeledFeatures,
+    readonly train: DataSummary,
+    readonly val: DataSummary,
     readonly label: string,
     readonly t0: number,
   ) {
@@ -241,7 +261,7 @@ export class RunLogger implements Callback {
       group: this.run.group,
       createdAt: new Date(s.t0).toISOString(),
       params: { ...cfg },
-      data: { nTrain: train.n, nVal: val.n, dim: train.dim, trainViews: train.views.length, ...this.run.data },
+      data: { nTrain: train.n, nVal: val.n, dim: train.dim, trainViews: train.views, ...this.run.data },
       history: s.history,
       bestEpoch: s.best.epoch,
       valAccuracy: s.bestValAcc,
@@ -283,9 +303,39 @@ export async function trainHead(
   const t0 = Date.now();
   // BN moving statistics start at the data's (per-epoch data: the validation features, same distribution).
   const trainer = new HeadTrainer(train.dim, cfg, columnStats(opts.epochData ? val : train));
-  const s = new FitState(trainer, cfg, train, val, opts.label ?? `head lr=${cfg.lr} drop=${cfg.dropout}`, t0);
-  const { onEpochEnd } = opts;
-  const kind = opts.run?.kind ?? (opts.epochData ? 'end-to-end' : 'train');
+  try {
+    const r = await fit(trainer, train, val, summary(train), summary(val), cfg, {
+      ...opts,
+      label: opts.label ?? `head lr=${cfg.lr} drop=${cfg.dropout}`,
+      kind: opts.run?.kind ?? (opts.epochData ? 'end-to-end' : 'train'),
+      epochData: opts.epochData && (async (epoch) => {
+        const data = await opts.epochData!(epoch);
+        checkData(data, `training features of epoch ${epoch + 1}`);
+        return data;
+      }),
+    }, t0);
+    return { ...r, head: trainer.toHead() };
+  } finally {
+    trainer.dispose();
+  }
+}
+
+/**
+ * The loop itself, for any Learner: epochs with the callbacks (NaN stop, early stopping with restore-best,
+ * progress, optional run log), interruptible between batches. The learner ends holding the best epoch's weights.
+ */
+export async function fit<D>(
+  trainer: Learner<D>,
+  train: D,
+  val: D,
+  trainSummary: DataSummary,
+  valSummary: DataSummary,
+  cfg: TrainConfig,
+  opts: Omit<TrainOptions, 'epochData'> & { label: string; kind: NonNullable<RunFields['kind']>; epochData?: (epoch: number) => Promise<D> },
+  t0 = Date.now(),
+): Promise<Omit<TrainResult, 'head'>> {
+  const s = new FitState(trainer, cfg, trainSummary, valSummary, opts.label, t0);
+  const { onEpochEnd, kind } = opts;
   const callbacks: Callback[] = [
     new NanStop(opts.log ?? console.warn),
     new EarlyStopping({ patience: cfg.patience, monitor: cfg.monitor }),
@@ -302,7 +352,6 @@ export async function trainHead(
       const where = () => `in epoch ${epoch + 1}/${cfg.epochs}`;
       op.check(where);
       const data = opts.epochData ? await opts.epochData(epoch) : train;
-      if (opts.epochData) checkData(data, `training features of epoch ${epoch + 1}`);
       const { loss, lr } = await trainer.trainEpochInterruptible(data, epoch, () => op.check(where));
       const ev = Number.isFinite(loss) ? trainer.evaluate(val) : { loss: NaN, acc: NaN };
       s.history.push({ epoch: epoch + 1, lr, loss, valLoss: ev.loss, valAcc: ev.acc, seconds: (Date.now() - e0) / 1000 });
@@ -316,7 +365,6 @@ export async function trainHead(
     s.secondsPerEpoch = s.history.reduce((a, h) => a + h.seconds, 0) / Math.max(1, s.history.length);
     await emit(callbacks, 'afterFit', s);
     return {
-      head: trainer.toHead(),
       config: cfg,
       history: s.history,
       bestEpoch: s.best.epoch,
@@ -331,6 +379,5 @@ export async function trainHead(
   } finally {
     op.release();
     s.dispose();
-    trainer.dispose();
   }
 }

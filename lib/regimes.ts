@@ -1,0 +1,318 @@
+// The fine-tuning regime as experiment steps, shared by `npm start`, notebook 05 and `npm run regimes`: which layer
+// each backbone is cut at, the cached data at the cuts, training the trunks + head, the pooled features the head
+// reads (for evaluation and the saved-model check), the fine-tuned backbone weights for the saved model, and the
+// choice of regime within a time budget.
+import * as tf from '@tensorflow/tfjs';
+import { BackboneName, BACKBONES, backboneArtifacts } from './backbones';
+import { ImageSet } from './data/cifar10';
+import { cutShapeOf, extractFeatures } from './features';
+import { FineTuneConfig, FineTunePart, FineTuneSet, FineTuneTrainer, fineTuneBackendError, fineTuneSet, resolveFineTuneConfig } from './finetune';
+import { weightLookup } from './graph';
+import { columnStats, LabeledFeatures } from './labeled-features';
+import { DEFAULT_TRAIN } from './head-trainer';
+import { percent } from './format';
+import { evaluateHead, Evaluations, evalViews, ExperimentParams, FeatureOptions, featureOptions, featuresFor, runData, Splits, trainFinal } from './pipeline';
+import { fit, TrainOptions, TrainResult } from './training-loop';
+import { cutLayer, Trunk } from './trunk';
+
+/** Trainable blocks per backbone (backbones order) -> the cut layer of each (null = frozen, pooled features). */
+export async function cutsFor(backbones: BackboneName[], blocks: number[], backbonesDir?: string): Promise<(string | null)[]> {
+  if (blocks.length !== backbones.length) {
+    throw new Error(`trainable blocks ${blocks.join(',')}: expected ${backbones.length} numbers, one per backbone (${backbones.join(',')})`);
+  }
+  return Promise.all(backbones.map(async (b, i) => (blocks[i] > 0 ? cutLayer(b, (await backboneArtifacts(b, { dir: backbonesDir })).topology, blocks[i]) : null)));
+}
+
+/** A regime's name for tables and logs: "frozen", or "fine-tune mobilenet_v2 top 4". */
+export function regimeName(backbones: BackboneName[], blocks: number[]): string {
+  const tuned = backbones.map((b, i) => (blocks[i] > 0 ? `${b} top ${blocks[i]}` : '')).filter(Boolean);
+  return tuned.length ? `fine-tune ${tuned.join(' + ')}` : 'frozen';
+}
+
+/** The cached data of `set` for each view: activations at each cut, pooled features of frozen backbones. */
+export async function fineTuneDataFor(set: ImageSet, views: string[], cuts: (string | null)[], backbones: BackboneName[], opts: FeatureOptions & { signal?: AbortSignal }): Promise<FineTuneSet> {
+  const parts: FineTunePart[] = [];
+  for (const [i, backbone] of backbones.entries()) {
+    const cut = cuts[i] ?? undefined;
+    const out: Float32Array[] = [];
+    let dim = 0;
+    for (const view of views) {
+      const f = await extractFeatures(set, { backbone, resolution: opts.resolution, view, workers: opts.workers, backbonesDir: opts.backbonesDir, cacheDir: opts.cacheDir, cache: opts.cache, progress: opts.progress, signal: opts.signal, cut });
+      out.push(f.data);
+      dim = f.dim;
+    }
+    const shape = cut ? await cutShapeOf(backbone, cut, opts.resolution, opts.backbonesDir) : [dim];
+    parts.push({ backbone, cut: cut ?? null, shape, data: { views: out, labels: set.labels, n: set.n, dim } });
+  }
+  return fineTuneSet(parts);
+}
+
+/** A fine-tuned model in training form: its head, the trunks' weights, and the features it computes. */
+export interface FineTuned {
+  result: Omit<TrainResult, 'head'>;
+  head: tf.LayersModel;
+  config: FineTuneConfig;
+  /** The pooled (concatenated) features of a set, every view: what the head reads. */
+  features(set: FineTuneSet): LabeledFeatures;
+  /** The fine-tuned weights by backbone (only the trained layers), to put into the saved model. */
+  backboneWeights(): Promise<Partial<Record<BackboneName, Map<string, Float32Array>>>>;
+  trainableParameters: number;
+  dispose(): void;
+}
+
+/**
+ * Train the top blocks (the parts with a cut) together with the head, through the project's training loop:
+ * cosine schedule, backbone blocks at `backboneLr`, early stopping restoring the best epoch, NaN stop, run log.
+ */
+export async function fineTune(train: FineTuneSet, val: FineTuneSet, config: Partial<FineTuneConfig>, opts: TrainOptions & { backbonesDir?: string } = {}): Promise<FineTuned> {
+  const why = fineTuneBackendError(tf.getBackend());
+  if (why) throw new Error(why);
+  const cfg = resolveFineTuneConfig(config);
+  const t0 = Date.now();
+  const trunks: (Trunk | null)[] = [];
+  for (const p of train.parts) {
+    if (!p.cut) {
+      trunks.push(null);
+      continue;
+    }
+    const a = await backboneArtifacts(p.backbone, { dir: opts.backbonesDir });
+    trunks.push(new Trunk(a.topology, p.cut, weightLookup(a.weightSpecs, a.weightData)));
+  }
+  const dims = train.parts.map((p, i) => (trunks[i] ? pooledDim(trunks[i]!, p.shape) : p.data.dim));
+  const shapes = train.parts.map((p) => p.shape);
+  // BN's moving statistics start at the initial features' (on validation: a forward pass of 5,000, not 90,000).
+  const probe = new FineTuneTrainer(trunks, shapes, dims, cfg);
+  const init = columnStats(probe.pooledFeatures({ ...val, views: 1 }));
+  probe.disposeOwn();
+  const trainer = new FineTuneTrainer(trunks, shapes, dims, cfg, init);
+  const summary = (s: FineTuneSet) => ({ n: s.n, dim: trainer.dim, views: s.views });
+  const label = opts.label ?? `fine-tune ${train.parts.filter((p) => p.cut).map((p) => `${p.backbone} from ${p.cut}`).join(', ')}`;
+  try {
+    const { epochData: _perEpochData, ...loopOpts } = opts; // fine-tuning trains on its cached views only
+    const result = await fit(trainer, train, val, summary(train), summary(val), cfg, {
+      ...loopOpts,
+      label,
+      kind: 'fine-tune',
+      run: {
+        slug: 'fine-tune',
+        ...opts.run,
+        data: { cuts: train.parts.map((p) => ({ backbone: p.backbone, cut: p.cut, shape: p.shape })), backboneLr: cfg.backboneLr, trainableParameters: trainer.trainableParameters, ...opts.run?.data },
+      },
+    }, t0);
+    return {
+      result,
+      head: trainer.toHead(),
+      config: cfg,
+      features: (s) => trainer.pooledFeatures(s),
+      backboneWeights: async () => {
+        const out: Partial<Record<BackboneName, Map<string, Float32Array>>> = {};
+        for (const [i, t] of trunks.entries()) if (t) out[train.parts[i].backbone] = await t.weightValues();
+        return out;
+      },
+      trainableParameters: trainer.trainableParameters,
+      dispose: () => trainer.dispose(),
+    };
+  } catch (err) {
+    trainer.dispose();
+    throw err;
+  }
+}
+
+function pooledDim(t: Trunk, shape: number[]): number {
+  const f = tf.tidy(() => t.forward(tf.zeros([1, ...shape] as [number, number, number, number])));
+  const d = f.shape[1];
+  f.dispose();
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Choosing the regime within a time budget.
+
+/** Regimes `npm start` considers, best first (the order the regime table measured on validation). */
+export function regimeCandidates(backbones: BackboneName[]): number[][] {
+  const frozen = backbones.map(() => 0);
+  const v2 = backbones.indexOf('mobilenet_v2');
+  if (v2 < 0) return [frozen];
+  return [...[4, 2, 1].map((k) => backbones.map((_, j) => (j === v2 ? k : 0))), frozen];
+}
+
+/** What the regime's run has to process (images per split and views). */
+export interface Workload {
+  train: number;
+  val: number;
+  test: number;
+  trainViews: number;
+  evalViews: number;
+  epochs: number;
+  batchSize: number;
+}
+
+/**
+ * Seconds a regime would take from a cold cache, measured on this machine now: each backbone's extraction rate at
+ * its cut (one warm batch of 64 real images), and a fine-tuning step and an inference batch on inputs of the real
+ * shapes. Frozen regimes: extraction plus a minute of head training (sweep + final, measured ~40 s).
+ */
+export async function estimateSeconds(blocks: number[], backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions): Promise<number> {
+  const cuts = await cutsFor(backbones, blocks, opts.backbonesDir);
+  const probe = { images: sample.images.subarray(0, 64 * 3072), n: Math.min(64, sample.n) };
+  let seconds = 0;
+  const perBackbone = w.train * w.trainViews + (w.val + w.test) * w.evalViews;
+  for (const [i, backbone] of backbones.entries()) {
+    const run = () => extractFeatures(probe, { backbone, resolution: opts.resolution, cache: false, progress: false, cut: cuts[i] ?? undefined, backbonesDir: opts.backbonesDir });
+    await run(); // loads / writes the graph
+    const t0 = Date.now();
+    await run();
+    seconds += (perBackbone * (Date.now() - t0)) / 1000 / probe.n;
+  }
+  if (!cuts.some(Boolean)) return seconds + 60;
+  const shapes = await Promise.all(backbones.map(async (b, i) => (cuts[i] ? cutShapeOf(b, cuts[i]!, opts.resolution, opts.backbonesDir) : [BACKBONES[b].featureSize])));
+  const trunks: (Trunk | null)[] = [];
+  for (const [i, b] of backbones.entries()) {
+    if (!cuts[i]) trunks.push(null);
+    else {
+      const a = await backboneArtifacts(b, { dir: opts.backbonesDir });
+      trunks.push(new Trunk(a.topology, cuts[i]!, weightLookup(a.weightSpecs, a.weightData)));
+    }
+  }
+  const dims = shapes.map((s, i) => (trunks[i] ? pooledDim(trunks[i]!, s) : s[0]));
+  const cfg = resolveFineTuneConfig({ batchSize: w.batchSize, epochs: 1 });
+  const t = new FineTuneTrainer(trunks, shapes, dims, cfg);
+  try {
+    const B = w.batchSize;
+    const batch = () => shapes.map((s) => tf.randomUniform([B, ...s], 0, 1));
+    const y = new Float32Array(B * 10).fill(0.1);
+    t.trainStep(batch(), y, 1e-9); // warm-up: kernels, memory
+    const t0 = Date.now();
+    for (let k = 0; k < 2; k++) t.trainStep(batch(), y, 1e-9);
+    const step = (Date.now() - t0) / 1000 / 2;
+    const set = fineTuneSet(shapes.map((s, i) => {
+      const dim = s.reduce((a, b) => a * b, 1);
+      return { backbone: backbones[i], cut: cuts[i], shape: s, data: { views: [new Float32Array(256 * dim)], labels: new Uint8Array(256), n: 256, dim } };
+    }));
+    const t1 = Date.now();
+    t.pooledFeatures(set);
+    const infer = (Date.now() - t1) / 1000 / 256;
+    const epoch = Math.floor(w.train / B) * step + w.val * infer;
+    return seconds + w.epochs * epoch + (w.val + w.test) * w.evalViews * infer;
+  } finally {
+    t.dispose();
+  }
+}
+
+/** The best candidate whose estimate fits `budgetSeconds`, with every estimate (said by `npm start`). */
+export async function chooseRegime(backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions, budgetSeconds: number): Promise<{ blocks: number[]; estimates: { blocks: number[]; name: string; seconds: number }[] }> {
+  const estimates: { blocks: number[]; name: string; seconds: number }[] = [];
+  for (const blocks of regimeCandidates(backbones)) {
+    const seconds = await estimateSeconds(blocks, backbones, w, sample, opts);
+    estimates.push({ blocks, name: regimeName(backbones, blocks), seconds });
+    if (seconds <= budgetSeconds) return { blocks, estimates };
+  }
+  return { blocks: backbones.map(() => 0), estimates };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The regime table: each regime trained and evaluated on the same splits (notebook 05, `npm run regimes`).
+
+export interface RegimeSpec {
+  /** Trainable blocks per backbone (all 0 = frozen). */
+  blocks: number[];
+  /** Cached training views sampled per epoch. */
+  views: string[];
+}
+
+export interface RegimeRow {
+  regime: string;
+  views: string[];
+  epochs: number;
+  bestEpoch: number;
+  trainableParameters: number;
+  /** Headline accuracies, plain and with TTA (plain + flip averaged). */
+  validation: number;
+  validationTta?: number;
+  testExact: number;
+  testExactTta?: number;
+  /** Wall seconds computing the cached data (0 when it was all cached), and training. */
+  extractSeconds: number;
+  trainSeconds: number;
+}
+
+/** The regime table's rows: frozen (plain, plain+flip), then each fine-tuning candidate on plain+flip views. */
+export function regimeTableSpecs(backbones: BackboneName[]): RegimeSpec[] {
+  const frozen = backbones.map(() => 0);
+  const tuned = regimeCandidates(backbones).filter((b) => b.some((k) => k > 0)).reverse();
+  return [{ blocks: frozen, views: ['plain'] }, { blocks: frozen, views: ['plain', 'flip'] }, ...tuned.map((blocks) => ({ blocks, views: ['plain', 'flip'] }))];
+}
+
+/**
+ * Train and evaluate each regime on the same splits with the same head settings (lr, dropout from `p` or the
+ * defaults; frozen heads train `p.epochs`, fine-tuning `p.fineTuneEpochs`). Choices stay on validation; the exact
+ * test images are evaluated once per regime for the table. Every run goes to the experiment log.
+ */
+export async function compareTrainingRegimes(
+  splits: Splits,
+  p: ExperimentParams,
+  regimes: RegimeSpec[],
+  opts: { signal?: AbortSignal; log?: (line: string) => void; progress?: boolean } = {},
+): Promise<RegimeRow[]> {
+  const fo = { ...featureOptions(p), progress: opts.progress ?? true };
+  const ev = evalViews(p.tta);
+  const lr = p.lr ?? DEFAULT_TRAIN.lr;
+  const dropout = p.dropout ?? DEFAULT_TRAIN.dropout;
+  const rows: RegimeRow[] = [];
+  for (const r of regimes) {
+    const name = regimeName(p.backbones, r.blocks);
+    const t0 = Date.now();
+    let evals: Evaluations;
+    let trainSeconds: number;
+    let extractSeconds: number;
+    let meta: { epochs: number; bestEpoch: number; trainable: number };
+    if (r.blocks.every((k) => k === 0)) {
+      const train = await featuresFor(splits.train, r.views, fo);
+      const val = await featuresFor(splits.val, ev, fo);
+      const test = await featuresFor(splits.testFull, ev, fo);
+      extractSeconds = (Date.now() - t0) / 1000;
+      const t1 = Date.now();
+      const res = await trainFinal(train, val, { ...p, views: r.views }, lr, dropout, { signal: opts.signal, progress: opts.progress, run: { slug: `regime-frozen-${r.views.join('+')}` } });
+      trainSeconds = (Date.now() - t1) / 1000;
+      evals = evaluateHead(res.head, val, test, splits);
+      meta = { epochs: res.history.length, bestEpoch: res.bestEpoch, trainable: train.dim * p.units + p.units + p.units * 10 + 10 };
+      res.head.dispose();
+    } else {
+      const cuts = await cutsFor(p.backbones, r.blocks, fo.backbonesDir);
+      const train = await fineTuneDataFor(splits.train, r.views, cuts, p.backbones, { ...fo, signal: opts.signal });
+      const valSet = await fineTuneDataFor(splits.val, ev, cuts, p.backbones, { ...fo, signal: opts.signal });
+      const testSet = await fineTuneDataFor(splits.testFull, ev, cuts, p.backbones, { ...fo, signal: opts.signal });
+      extractSeconds = (Date.now() - t0) / 1000;
+      const t1 = Date.now();
+      const ft = await fineTune(train, valSet, { units: p.units, seed: p.seed, lr, dropout, backboneLr: p.backboneLr, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize }, {
+        signal: opts.signal, progress: opts.progress, log: opts.log, saveRun: true, run: { slug: `regime-${r.blocks.join('-')}`, data: { ...runData(p), trainViews: r.views, trainableBlocks: r.blocks } },
+      });
+      trainSeconds = (Date.now() - t1) / 1000;
+      evals = evaluateHead(ft.head, ft.features(valSet), ft.features(testSet), splits);
+      meta = { epochs: ft.result.history.length, bestEpoch: ft.result.bestEpoch, trainable: ft.trainableParameters };
+      ft.dispose();
+      ft.head.dispose();
+    }
+    const row: RegimeRow = {
+      regime: name, views: r.views, epochs: meta.epochs, bestEpoch: meta.bestEpoch, trainableParameters: meta.trainable,
+      validation: evals.validation.plain.accuracy, validationTta: evals.validation.tta?.accuracy,
+      testExact: evals.testExact.plain.accuracy, testExactTta: evals.testExact.tta?.accuracy,
+      extractSeconds, trainSeconds,
+    };
+    rows.push(row);
+    opts.log?.(`${name} (${r.views.join('+')}): validation ${percent(row.validation)}${row.validationTta !== undefined ? ` / ${percent(row.validationTta)} TTA` : ''}, ${((extractSeconds + trainSeconds) / 60).toFixed(1)} min`);
+  }
+  return rows;
+}
+
+/** The regime table as Markdown (README, notebook 05). */
+export function regimeTable(rows: RegimeRow[], n: { train: number; val: number; test: number }): string {
+  const pct = (x: number | undefined) => (x === undefined ? '—' : percent(x));
+  return [
+    `| regime | train views | trainable params | epochs (best) | validation | + TTA | test 0-999 | + TTA | data, min | training, min |`,
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.regime} | ${r.views.join('+')} | ${(r.trainableParameters / 1e6).toFixed(2)}M | ${r.epochs} (${r.bestEpoch}) | ${pct(r.validation)} | ${pct(r.validationTta)} | ${pct(r.testExact)} | ${pct(r.testExactTta)} | ${(r.extractSeconds / 60).toFixed(1)} | ${(r.trainSeconds / 60).toFixed(1)} |`),
+    '',
+    `${n.train.toLocaleString('en')} training, ${n.val.toLocaleString('en')} validation, ${n.test.toLocaleString('en')} exact test images; "data" is computing the cached features/activations (0 when already cached).`,
+  ].join('\n');
+}

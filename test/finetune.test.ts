@@ -1,0 +1,217 @@
+// Fine-tuning the top blocks (lib/trunk.ts, lib/finetune.ts, lib/regimes.ts): where each backbone is cut, that the
+// cached activation at the cut run through the trunk gives exactly the frozen backbone's features, that the native
+// ReLU6 gradient is tfjs' gradient, that training moves the trunk and the loss, that the saved end-to-end model
+// carries the fine-tuned blocks (pixels path == cached path), and that wasm stops before any work with one line.
+// Uses the real MobileNets (their block structure is the point); skipped, saying so, without them.
+import { test, before } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { spawnSync } from 'child_process';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../lib/backend';
+import { backboneArtifacts, BACKBONES } from '../lib/backbones';
+import { parseSetting } from '../lib/config';
+import { ImageSet } from '../lib/data/cifar10';
+import { cacheFolder, cutShapeOf, extractFeatures } from '../lib/features';
+import { fineTuneBackendError, FineTuneTrainer, resolveFineTuneConfig } from '../lib/finetune';
+import { weightLookup } from '../lib/graph';
+import { loadModel, predictPixels } from '../lib/model';
+import { PROJECT_ROOT } from '../lib/paths';
+import { evaluateHead, saveClassifier, Splits } from '../lib/pipeline';
+import { cutsFor, fineTune, fineTuneDataFor, regimeCandidates, regimeName } from '../lib/regimes';
+import { blockEnds, cutLayer, cutShape, Trunk } from '../lib/trunk';
+import { fakeImages } from './fake-backbone';
+
+const REAL = process.env.BACKBONES_DIR;
+const SKIP_REAL = REAL && fs.existsSync(path.join(REAL, BACKBONES.mobilenet_v2.folder))
+  ? false
+  : 'real weights absent: set BACKBONES_DIR to the folder holding mobilenet_v2_1.0_224/ (e.g. ../shared/models) to enable';
+const RES = 64;
+let onTensorflow = false;
+let cacheDir: string;
+before(async () => {
+  onTensorflow = (await initBackend({ log: () => {} })).name === 'tensorflow';
+  cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetune-cache-'));
+});
+const needsTf = () => (onTensorflow ? false : `fine-tuning trains only on the tensorflow backend (this run: ${tf.getBackend()})`);
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function imageSet(n: number, seed: number): ImageSet {
+  return { images: fakeImages(n, seed), labels: Uint8Array.from({ length: n }, (_, i) => i % 10), n, indices: Int32Array.from({ length: n }, (_, i) => i) } as ImageSet;
+}
+
+test('blocks and cuts: the top k blocks of each backbone, and a count it does not have is one line', { skip: SKIP_REAL }, async () => {
+  const v2 = (await backboneArtifacts('mobilenet_v2', { dir: REAL })).topology;
+  const v1 = (await backboneArtifacts('mobilenet_v1_0.75', { dir: REAL })).topology;
+  const e2 = blockEnds('mobilenet_v2', v2);
+  assert.equal(e2.length, 16);
+  assert.equal(e2[0], 'block_1_project');
+  assert.equal(e2[15], 'block_16_project');
+  assert.equal(cutLayer('mobilenet_v2', v2, 4), 'block_12_add'); // blocks 13-16 (+ Conv_1) train
+  assert.equal(cutLayer('mobilenet_v2', v2, 1), 'block_15_add');
+  assert.equal(cutLayer('mobilenet_v1_0.75', v1, 2), 'conv_pw_11_relu');
+  assert.throws(() => cutLayer('mobilenet_v2', v2, 16), /trainableBlocks 16 for mobilenet_v2: expected an integer from 0 to 15/);
+  assert.deepEqual(await cutsFor(['mobilenet_v1_0.75', 'mobilenet_v2'], [0, 4], REAL), [null, 'block_12_add']);
+  await assert.rejects(cutsFor(['mobilenet_v2'], [1, 2], REAL), /expected 1 numbers, one per backbone/);
+  assert.deepEqual(cutShape(v2, 'block_12_add', 160), [10, 10, 96]);
+  assert.deepEqual(cutShape(v2, 'block_15_add', 160), [5, 5, 160]);
+  assert.deepEqual(cutShape(v1, 'conv_pw_11_relu', 96), [6, 6, 384]);
+  assert.equal(regimeName(['mobilenet_v1_0.75', 'mobilenet_v2'], [0, 4]), 'fine-tune mobilenet_v2 top 4');
+  assert.equal(regimeName(['mobilenet_v1_0.75', 'mobilenet_v2'], [0, 0]), 'frozen');
+  assert.deepEqual(regimeCandidates(['mobilenet_v1_0.75', 'mobilenet_v2']), [[0, 4], [0, 2], [0, 1], [0, 0]]);
+});
+
+test('--trainable-blocks parses auto or one count per backbone', () => {
+  assert.equal(parseSetting('trainableBlocks', 'auto', 'x'), null);
+  assert.deepEqual(parseSetting('trainableBlocks', '0,4', 'x'), [0, 4]);
+  assert.throws(() => parseSetting('trainableBlocks', '4,x', '--trainable-blocks=4,x'), /^Error: --trainable-blocks=4,x: expected auto, or a comma list of whole numbers/);
+  assert.throws(() => parseSetting('trainableBlocks', '-1', 'TRAINABLE_BLOCKS=-1'), /TRAINABLE_BLOCKS=-1: expected auto/);
+});
+
+test('the cached activation at a cut, through the trunk, is the frozen backbone\'s feature (and has its own cache folder)', { skip: SKIP_REAL }, async () => {
+  const set = { images: fakeImages(12, 5), n: 12 };
+  for (const [backbone, k] of [['mobilenet_v2', 4], ['mobilenet_v1_0.75', 1]] as const) {
+    const a = await backboneArtifacts(backbone, { dir: REAL });
+    const cut = cutLayer(backbone, a.topology, k);
+    const opts = { backbone, backbonesDir: REAL, resolution: RES, cacheDir, progress: false as const, workers: 0 };
+    const act = await extractFeatures(set, { ...opts, cut });
+    const shape = await cutShapeOf(backbone, cut, RES, REAL);
+    assert.equal(act.dim, shape[0] * shape[1] * shape[2]);
+    const pooled = await extractFeatures(set, opts);
+    const trunk = new Trunk(a.topology, cut, weightLookup(a.weightSpecs, a.weightData));
+    const f = tf.tidy(() => trunk.forward(tf.tensor4d(act.data, [set.n, ...shape])));
+    assert.ok(maxAbsDiff(f.dataSync(), pooled.data) < 1e-4, `${backbone}: trunk(activation) == pooled features`);
+    f.dispose();
+    trunk.dispose();
+    const again = await extractFeatures(set, { ...opts, cut });
+    assert.equal(again.stats!.cached, set.n, 'the second call reads the activations from the cache');
+    assert.deepEqual(again.data, act.data);
+    const weights = path.basename(path.dirname(path.dirname(cacheFolder(cacheDir, { backbone, weights: 'x', resolution: RES, view: 'plain' }))));
+    assert.ok(weights, 'cache layout');
+    const dir = path.join(cacheDir, 'features', backbone);
+    const cutDirs = fs.readdirSync(dir, { recursive: true }).map(String).filter((p) => p.endsWith(`cut-${cut}`));
+    assert.equal(cutDirs.length, 1, `activations at ${cut} live in their own folder`);
+  }
+});
+
+test('the native ReLU6 gradient equals tfjs\' own', { skip: SKIP_REAL }, async (t) => {
+  if (needsTf()) return t.skip(needsTf() as string);
+  const a = await backboneArtifacts('mobilenet_v2', { dir: REAL });
+  const trunk = new Trunk(a.topology, 'block_15_add', weightLookup(a.weightSpecs, a.weightData));
+  const x = tf.randomUniform([4, 3, 3, 160], -2, 8, 'float32', 3) as tf.Tensor4D;
+  const loss = () => tf.sum(tf.square(trunk.forward(x))) as tf.Scalar;
+  const ours = tf.variableGrads(loss, trunk.variables);
+  // The same function with tfjs' relu6 everywhere: the Relu6 layers swapped for clipByValue (same forward).
+  const plain = new Trunk(a.topology, 'block_15_add', weightLookup(a.weightSpecs, a.weightData));
+  for (const l of plain.layers) if (l.class_name === 'ReLU') l.class_name = 'ClipTest';
+  const forwardPlain = (z: tf.Tensor4D) => {
+    const vals = new Map<string, tf.Tensor>([['block_15_add', z]]);
+    let last: tf.Tensor = z;
+    for (const l of plain.layers) {
+      const i0 = vals.get(l.inbound_nodes[0][0][0])!;
+      let y: tf.Tensor;
+      if (l.class_name === 'ClipTest') y = tf.clipByValue(i0, 0, 6);
+      else if (l.class_name === 'Conv2D') y = tf.add(tf.conv2d(i0 as tf.Tensor4D, plain.vars.get(`${l.name}/kernel`)! as tf.Tensor4D, l.config.strides, l.config.padding), plain.vars.get(`${l.name}/bias`)!);
+      else if (l.class_name === 'DepthwiseConv2D') y = tf.add(tf.depthwiseConv2d(i0 as tf.Tensor4D, plain.vars.get(`${l.name}/depthwise_kernel`)! as tf.Tensor4D, l.config.strides, l.config.padding), plain.vars.get(`${l.name}/bias`)!);
+      else if (l.class_name === 'Add') y = tf.add(vals.get(l.inbound_nodes[0][0][0])!, vals.get(l.inbound_nodes[0][1][0])!);
+      else y = tf.mean(i0, [1, 2]);
+      vals.set(l.name, y);
+      last = y;
+    }
+    return last;
+  };
+  const theirs = tf.variableGrads(() => tf.sum(tf.square(forwardPlain(x))) as tf.Scalar, plain.variables);
+  assert.ok(Math.abs(ours.value.dataSync()[0] - theirs.value.dataSync()[0]) < 1e-2 * Math.abs(theirs.value.dataSync()[0]) + 1e-3);
+  const a1 = trunk.variables.map((v) => ours.grads[v.name]);
+  const a2 = plain.variables.map((v) => theirs.grads[v.name]);
+  for (let i = 0; i < a1.length; i++) {
+    const g1 = a1[i].dataSync();
+    const g2 = a2[i].dataSync();
+    const scale = (g2 as Float32Array).reduce((m: number, v: number) => Math.max(m, Math.abs(v)), 1e-6);
+    assert.ok(maxAbsDiff(g1, g2) / scale < 1e-4, `gradient ${i} matches`);
+  }
+  tf.dispose([ours.value, theirs.value, ...Object.values(ours.grads), ...Object.values(theirs.grads), x]);
+  trunk.dispose();
+  plain.dispose();
+});
+
+test('fine-tuning trains the trunk and the head, and the saved end-to-end model carries the fine-tuned blocks', { skip: SKIP_REAL }, async (t) => {
+  if (needsTf()) return t.skip(needsTf() as string);
+  const backbones = ['mobilenet_v1_0.75', 'mobilenet_v2'] as const;
+  const fo = { backbones: [...backbones], resolution: RES, backbonesDir: REAL, cacheDir, progress: false as const };
+  const cuts = await cutsFor([...backbones], [0, 1], REAL);
+  const train = imageSet(64, 21);
+  const val = imageSet(30, 22);
+  const testSet = imageSet(20, 23);
+  const trainData = await fineTuneDataFor(train, ['plain', 'flip'], cuts, [...backbones], fo);
+  const valData = await fineTuneDataFor(val, ['plain', 'flip'], cuts, [...backbones], fo);
+  const testData = await fineTuneDataFor(testSet, ['plain', 'flip'], cuts, [...backbones], fo);
+  assert.equal(trainData.views, 2);
+  assert.deepEqual(trainData.parts.map((p) => p.cut), [null, 'block_15_add']);
+  const a = await backboneArtifacts('mobilenet_v2', { dir: REAL });
+  const pretrained = weightLookup(a.weightSpecs, a.weightData)('Conv_1/kernel').values;
+  const ft = await fineTune(trainData, valData, { epochs: 3, batchSize: 16, lr: 1e-3, backboneLr: 1e-3, units: 32, dropout: 0.1, patience: 0 }, { progress: false, backbonesDir: REAL });
+  try {
+    assert.equal(ft.result.history.length, 3);
+    assert.ok(ft.result.history[2].loss < ft.result.history[0].loss, `training loss falls: ${ft.result.history.map((h) => h.loss.toFixed(3))}`);
+    const tuned = (await ft.backboneWeights()).mobilenet_v2!;
+    assert.ok(tuned.has('Conv_1/kernel') && tuned.has('block_16_project/kernel') && !tuned.has('block_15_project/kernel'), 'only the top block and Conv_1 are trained');
+    assert.ok(maxAbsDiff(tuned.get('Conv_1/kernel')!, pretrained) > 1e-4, 'Conv_1 moved away from the pretrained weights');
+    const valFeat = ft.features(valData);
+    const testFeat = ft.features(testData);
+    assert.equal(testFeat.dim, 768 + 1280);
+    const splits: Splits = { classNames: ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"], train, val, testExact: testSet, testFull: testSet };
+    const evals = evaluateHead(ft.head, valFeat, testFeat, splits);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetuned-model-'));
+    const saved = await saveClassifier({
+      head: ft.head, params: { backbones: [...backbones], resolution: RES, views: ['plain', 'flip'], tta: true }, splits, test: testFeat, evals,
+      training: {}, dir, backboneWeights: { mobilenet_v2: tuned }, regime: { name: 'fine-tune mobilenet_v2 top 1' },
+    });
+    assert.ok(saved.maxDiff < 1e-4, `pixels path == cached path: max |dp| ${saved.maxDiff}`);
+    const { model, metadata } = await loadModel(dir);
+    assert.equal((metadata.regime as any).name, 'fine-tune mobilenet_v2 top 1');
+    const p = predictPixels(model, testSet.images, testSet.n);
+    const viaHead = tf.tidy(() => (ft.head.predict(tf.tensor2d(testFeat.views[0], [testSet.n, testFeat.dim])) as tf.Tensor).dataSync());
+    assert.ok(maxAbsDiff(p, viaHead) < 1e-4, 'the reloaded model predicts what the fine-tuned head predicts on cached data');
+    model.dispose();
+  } finally {
+    ft.dispose();
+    ft.head.dispose();
+  }
+});
+
+test('on a backend without convolution backprop, fine-tuning stops before any work with one line', async () => {
+  assert.equal(fineTuneBackendError('tensorflow'), null);
+  assert.match(fineTuneBackendError('wasm')!, /^fine-tuning \(trainable blocks > 0\) needs the tensorflow backend: wasm has no Conv2DBackpropFilter/);
+  const r = spawnSync(process.execPath, ['-r', require.resolve('ts-node/register/transpile-only'), path.join(PROJECT_ROOT, 'scripts', 'main.ts'), '--trainable-blocks', '0,4'], {
+    encoding: 'utf8', timeout: 120_000, env: { ...process.env, TFJS_BACKEND: 'wasm', DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'ft-wasm-')) },
+  });
+  assert.equal(r.status, 1, r.stderr);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0], /^error: fine-tuning \(trainable blocks > 0\) needs the tensorflow backend: wasm has no/);
+  assert.doesNotMatch(r.stdout, /^data:/m, 'no data was loaded');
+});
+
+test('FineTuneTrainer refuses a non-finite loss without touching the weights', { skip: SKIP_REAL }, async (t) => {
+  if (needsTf()) return t.skip(needsTf() as string);
+  const a = await backboneArtifacts('mobilenet_v2', { dir: REAL });
+  const trunk = new Trunk(a.topology, 'block_15_add', weightLookup(a.weightSpecs, a.weightData));
+  const tr = new FineTuneTrainer([trunk], [[2, 2, 160]], [1280], resolveFineTuneConfig({ batchSize: 4, units: 8 }));
+  const before = tr.weights();
+  const bad = new Float32Array(4 * 2 * 2 * 160).fill(NaN);
+  const loss = tr.trainStep([tf.tensor4d(bad, [4, 2, 2, 160])], new Float32Array(40).fill(0.1), 1e-3);
+  assert.ok(Number.isNaN(loss));
+  const after = tr.weights();
+  for (let i = 0; i < before.length; i++) assert.equal(maxAbsDiff(before[i].dataSync(), after[i].dataSync()), 0);
+  tf.dispose([...before, ...after]);
+  tr.dispose();
+});
