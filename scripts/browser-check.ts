@@ -10,11 +10,17 @@
 //      plots must stay small: figures travel as JSON, plotly.js is never stored), then reopened UNTRUSTED and its
 //      plots must draw again;
 //   4. the report of those saved notebooks: its front page must say SMOKE/FULL, show the headline numbers and draw
-//      its key plots offline.
+//      its key plots offline;
+// and, after 1, Interrupt and errors as a person meets them (interruptCheck): feature extraction of 9,000 images is
+// stopped with Kernel > Interrupt Kernel from the menu bar — within 2 s the cell must end with the one line
+// "InterruptedError: … interrupted after …", the kernel's CPU (from /proc) must go idle, and a following cell must
+// still read a variable defined before; then a cell with a runtime error on its line 2 must show "at cell line 2,
+// column …" and no frames of tslab or Node. Both are screenshotted into out/screens/.
 // What each plot is checked for (inspectPlot): it drew an SVG of a real size; no text anywhere in it is an
 // unrendered plotly template ("%{z.2%}"); cartesian plots have both axis titles; heatmap cells print numbers (or
 // percentages where the format says so); each marker's label sits over its dashed line (bounding boxes compared).
-// Screenshots go to out/browser-check/ (one per plot element, plus each notebook's page).
+// Screenshots go to out/browser-check/ (one per plot element, plus each notebook's page); the interrupt and error
+// cells' to out/screens/browser-interrupt.png and out/screens/browser-cell-error.png.
 //
 // Needs: `pip install jupyterlab plotly` (plotly ships JupyterLab's renderer for application/vnd.plotly.v1+json),
 // Debian's chromium (/usr/bin/chromium, or CHROMIUM=path) and playwright-core (a devDependency; else
@@ -29,6 +35,7 @@ import { runNotebook } from '../lib/jupyter/runner';
 import { buildReport } from '../lib/jupyter/report';
 
 const OUT = path.join(PROJECT_ROOT, 'out', 'browser-check');
+const SCREENS = path.join(PROJECT_ROOT, 'out', 'screens');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 /** The largest a saved notebook with plots may be (4 plots in 05-train: figure JSON + HTML fallback). */
 const MAX_SAVED_BYTES = 300_000;
@@ -73,6 +80,176 @@ function writeCheckNotebook(file: string): void {
   };
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(nb, null, 1) + '\n');
+}
+
+/** Cells of the interrupt check: set-up, a long extraction, a cell reading the set-up's variable, a runtime error on line 2. */
+const INTERRUPT_CELLS = [
+  "import { initBackend } from './lib/backend';\nimport { loadCifar10 } from './lib/data/cifar10';\nimport { extractFeatures } from './lib/features';\nconst backend = await initBackend();\nconst data = await loadCifar10();\nconst keep = `${data.train.n} training images`;",
+  `const n = 9000;\nconst f = await extractFeatures({ images: data.train.images.subarray(0, n * 3072), n: n }, { backbone: 'mobilenet_v2', resolution: 160, cacheDir: ${JSON.stringify(path.join(OUT, 'interrupt-cache'))} });`,
+  'console.log(`still here: ${keep}`);',
+  'const none: any = undefined;\nconsole.log(none.images.length);',
+];
+
+function writeInterruptNotebook(file: string): void {
+  const nb = {
+    nbformat: 4,
+    nbformat_minor: 5,
+    metadata: { kernelspec: { name: 'cifar10-tslab', display_name: 'TypeScript (CIFAR-10 project)', language: 'typescript' } },
+    cells: [
+      { id: 'interrupt-md', cell_type: 'markdown', metadata: {}, source: '# Interrupt check\nThe extraction below is interrupted from the Kernel menu; the kernel must stop computing and keep its variables.' },
+      ...INTERRUPT_CELLS.map((source, i) => ({ id: `interrupt-${i}`, cell_type: 'code', metadata: {}, execution_count: null, outputs: [], source })),
+    ],
+  };
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(nb, null, 1) + '\n');
+}
+
+/** CPU seconds (user + system) process `pid` has used, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100 Hz)
+}
+
+/** The pid of the kernel JupyterLab started for kernel `id`: the process whose argv names its connection file. */
+function kernelPid(id: string): number | undefined {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      if (argv.some((a) => a.endsWith('launch.js')) && argv.some((a) => a.includes(`kernel-${id}.json`))) return Number(d);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+}
+
+/** Text of code cell `i`'s outputs (of the current notebook), and whether the cell has finished (has its count). */
+async function cellState(page: Page, i: number): Promise<{ text: string; stderr: string; done: boolean; busy: boolean }> {
+  return page.evaluate((k: number) => {
+    const w = (globalThis as any).jupyterapp.shell.currentWidget;
+    const cell = [...w.content.widgets].filter((c: any) => c.model.type === 'code')[k];
+    const outs = [...cell.node.querySelectorAll('.jp-OutputArea-output')];
+    return {
+      text: outs.map((e: any) => e.innerText ?? '').join('\n'),
+      stderr: outs.filter((e: any) => e.getAttribute('data-mime-type') === 'application/vnd.jupyter.stderr').map((e: any) => e.innerText ?? '').join('\n'),
+      done: cell.model.executionCount !== null && !/\*/.test(cell.node.querySelector('.jp-InputPrompt')?.textContent ?? ''),
+      busy: w.sessionContext.session.kernel.status !== 'idle',
+    };
+  }, i);
+}
+
+/** Runs code cell `i` as a person does: click into it, Shift+Enter. */
+async function runCell(page: Page, i: number): Promise<void> {
+  await page.locator(`${PANEL} .jp-CodeCell`).nth(i).locator('.jp-InputArea-editor').click();
+  await page.keyboard.press('Shift+Enter');
+}
+
+/** Waits until code cell `i` has finished and the kernel is idle; false on timeout. */
+async function cellFinished(page: Page, i: number, timeoutMs: number): Promise<boolean> {
+  const t0 = Date.now();
+  await page.waitForTimeout(300);
+  while (Date.now() - t0 < timeoutMs) {
+    const s = await cellState(page, i);
+    if (s.done && !s.busy) return true;
+    await page.waitForTimeout(200);
+  }
+  return false;
+}
+
+/**
+ * Interrupt as a person does it, and a runtime error: see the header. Problems are added to `problems`.
+ */
+async function interruptCheck(browser: any, port: number, token: string, rel: (f: string) => string, problems: string[]): Promise<void> {
+  const file = path.join(OUT, 'interrupt.ipynb');
+  writeInterruptNotebook(file);
+  fs.rmSync(path.join(OUT, 'interrupt-cache'), { recursive: true, force: true }); // nothing cached: the extraction computes
+  fs.mkdirSync(SCREENS, { recursive: true });
+  const page = await openNotebook(browser, port, token, rel(file), 'interrupt');
+  const kernelId: string = await page.evaluate(() => (globalThis as any).jupyterapp.shell.currentWidget.sessionContext.session.kernel.id);
+  const pid = kernelPid(kernelId);
+  if (!pid) {
+    problems.push(`interrupt: no process found for kernel ${kernelId}`);
+    await page.close();
+    return;
+  }
+  console.log(`interrupt check: ${rel(file)}, kernel pid ${pid}`);
+  try {
+    await runCell(page, 0);
+    if (!(await cellFinished(page, 0, 120_000)) || /^\s*\w*Error: /m.test((await cellState(page, 0)).stderr)) {
+      problems.push(`interrupt: the set-up cell failed: ${(await cellState(page, 0)).text.slice(0, 300)}`);
+      return;
+    }
+    // The extraction: wait until it has done some images, check it computes, then Kernel > Interrupt Kernel.
+    await runCell(page, 1);
+    const started = Date.now();
+    // The progress line reads "features mobilenet_v2 160px plain: 1234/9000 img (13%) …".
+    const PROGRESS = /: ([\d,]+)\/9,?000 img/;
+    let progress = '';
+    let running = false;
+    while (!running && Date.now() - started < 120_000) {
+      progress = (await cellState(page, 1)).text;
+      const m = PROGRESS.exec(progress);
+      running = !!m && Number(m[1].replace(/,/g, '')) >= 500;
+      if (!running) await page.waitForTimeout(200);
+    }
+    if (!running || (await cellState(page, 1)).done) {
+      problems.push(`interrupt: the extraction did not show 500 images done while running within 120 s: ${JSON.stringify(progress.slice(0, 300))}`);
+      return;
+    }
+    const busyCpu0 = cpuSeconds(pid);
+    await page.waitForTimeout(1000);
+    const busyCpu = cpuSeconds(pid) - busyCpu0;
+    if (busyCpu < 0.5) problems.push(`interrupt: the kernel used only ${busyCpu.toFixed(2)} CPU s in 1 s of extraction: the idle check below proves nothing`);
+    await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Kernel$/ }).click();
+    const item = page.locator('.lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel', { hasText: /^Interrupt Kernel$/ });
+    await item.waitFor({ timeout: 5000 });
+    const before = (await cellState(page, 1)).text;
+    const t0 = Date.now();
+    await item.click();
+    let ended = -1;
+    let state = await cellState(page, 1);
+    while (Date.now() - t0 < 10_000) {
+      state = await cellState(page, 1);
+      if (state.done && !state.busy && /InterruptedError/.test(state.stderr)) {
+        ended = Date.now() - t0;
+        break;
+      }
+      await page.waitForTimeout(50);
+    }
+    const line = state.stderr.trim();
+    const ok = /^InterruptedError: features mobilenet_v2 160px plain interrupted after [\d,]+ \/ 9,000 images; [\d,]+ cached$/.test(line);
+    console.log(`  interrupted at "${(PROGRESS.exec(before) ?? [''])[0].slice(2)}" (${busyCpu.toFixed(2)} CPU s per s before); the cell ended ${ended < 0 ? 'NOT within 10 s' : `${ended} ms`} after the click: ${JSON.stringify(line)}`);
+    if (ended < 0 || ended > 2000) problems.push(`interrupt: the cell ${ended < 0 ? 'did not end within 10 s' : `ended ${ended} ms`} after Kernel > Interrupt Kernel (limit 2000 ms)`);
+    if (!ok) problems.push(`interrupt: the cell's error output is not the one line "InterruptedError: … interrupted after …": ${JSON.stringify(line.slice(0, 400))}`);
+    const idle0 = cpuSeconds(pid);
+    await page.waitForTimeout(1500);
+    const idle = cpuSeconds(pid) - idle0;
+    console.log(`  kernel CPU after the interrupt: ${idle.toFixed(2)} s in 1.5 s`);
+    if (idle >= 0.3) problems.push(`interrupt: the kernel kept computing: ${idle.toFixed(2)} CPU s in 1.5 s after the interrupt`);
+    await page.screenshot({ path: path.join(SCREENS, 'browser-interrupt.png') });
+    // The kernel's state survived: the next cell reads the set-up's variable (same kernel, no restart).
+    await runCell(page, 2);
+    const survived = (await cellFinished(page, 2, 30_000)) && (await cellState(page, 2)).text.trim();
+    const sameKernel = kernelPid(kernelId) === pid;
+    console.log(`  next cell: ${JSON.stringify(survived)}${sameKernel ? ' (same kernel process)' : ' (KERNEL PROCESS CHANGED)'}`);
+    if (!survived || !/^still here: \d+ training images$/.test(survived) || !sameKernel) problems.push(`interrupt: the kernel's state did not survive: the next cell printed ${JSON.stringify(survived)}${sameKernel ? '' : ', and the kernel process changed'}`);
+
+    // A runtime error on line 2 of a cell: JupyterLab shows that line, not compiled code or tslab's frames.
+    await runCell(page, 3);
+    await cellFinished(page, 3, 30_000);
+    const err = (await cellState(page, 3)).stderr.trim();
+    console.log(`  runtime error cell shows: ${JSON.stringify(err)}`);
+    const want = "TypeError: Cannot read properties of undefined (reading 'images')\n    at cell line 2, column 18";
+    if (err.replace(/\s+$/gm, '') !== want) problems.push(`cell error: JupyterLab shows ${JSON.stringify(err.slice(0, 400))}, expected ${JSON.stringify(want)}`);
+    const errCell = page.locator(`${PANEL} .jp-CodeCell`).nth(3);
+    await errCell.scrollIntoViewIfNeeded();
+    await errCell.screenshot({ path: path.join(SCREENS, 'browser-cell-error.png') });
+    console.log(`  → ${path.relative(process.cwd(), path.join(SCREENS, 'browser-interrupt.png'))}, ${path.relative(process.cwd(), path.join(SCREENS, 'browser-cell-error.png'))}`);
+  } finally {
+    await page.close();
+  }
 }
 
 function plotlyRendererInstalled(): boolean {
@@ -362,6 +539,9 @@ async function main(): Promise<void> {
     if (viaJson !== checkFacts.length) problems.push(`check notebook: ${viaJson} of ${checkFacts.length} plots drawn by plotly's renderer (the rest by the HTML fallback)`);
     await page.screenshot({ path: path.join(OUT, 'check-page.png') });
     await page.close();
+
+    // 1b. Interrupt from the Kernel menu during feature extraction; a runtime error at its cell line
+    await interruptCheck(browser, port, token, rel, problems);
 
     // 2. the same notebook executed headlessly (unsigned): opened in JupyterLab without Trust, and as a report
     const executed = path.join(OUT, 'executed', 'check.ipynb');

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { PROJECT_ROOT } from '../lib/paths';
 import { Notebook, CodeCell, joinText, readNotebook } from '../lib/jupyter/nbformat';
-import { errorSummary, runNotebook, NotebookRunError } from '../lib/jupyter/runner';
+import { errorLocation, errorSummary, runNotebook, NotebookRunError } from '../lib/jupyter/runner';
 
 const tmp = fs.mkdtempSync(path.join(PROJECT_ROOT, 'data', 'test-runner-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -79,7 +79,7 @@ test('a passing notebook: outputs, execution counts, display updates and params 
   assert.equal((out.metadata.runner as { status: string }).status, 'ok');
 });
 
-test('a failing cell: non-zero exit, one line naming notebook, cell number, source line and error text', async () => {
+test('a failing cell: non-zero exit, one line naming notebook, cell number, failing line and error text', async () => {
   const file = writeNb('fail.ipynb', [
     ['markdown', 'intro'],
     ['code', "console.log('before');"],
@@ -88,12 +88,26 @@ test('a failing cell: non-zero exit, one line naming notebook, cell number, sour
   ]);
   const r = await cli([file]);
   assert.equal(r.code, 1);
-  assert.match(lastLine(r.stderr), /fail\.ipynb: cell 3 \(`const x = 1;`\) failed: Error: boom 1$/);
+  assert.match(lastLine(r.stderr), /fail\.ipynb: cell 3, line 2 \(`throw new Error\('boom ' \+ x\);`\) failed: Error: boom 1$/);
   const out = readNotebook(path.join(tmp, 'out', 'fail.ipynb'));
   const cells = code(out);
   assert.equal(joinText((cells[0].outputs[0] as { text: string[] }).text), 'before\n', 'partial outputs are saved');
   assert.equal(cells[2].execution_count, null, 'cells after the failure do not run');
   assert.equal((out.metadata.runner as { status: string }).status, 'error');
+});
+
+test('a runtime error in an awaited function names the line it happened on', async () => {
+  const file = writeNb('async-err.ipynb', [
+    ['code', "const none: any = undefined;\nasync function count() {\n  await new Promise((res) => setTimeout(res, 10));\n  return none.images.length;\n}\nconsole.log(await count());"],
+  ]);
+  await assert.rejects(runNotebook(file, { outFile: path.join(tmp, 'out', 'async-err.ipynb') }), (err: NotebookRunError) => {
+    assert.equal(err.message, `${path.relative(process.cwd(), file)}: cell 1, line 4 (\`return none.images.length;\`) failed: TypeError: Cannot read properties of undefined (reading 'images')`);
+    assert.equal(err.cell, 1);
+    assert.equal(err.line, 4);
+    return true;
+  });
+  const stderr = joinText((code(readNotebook(path.join(tmp, 'out', 'async-err.ipynb')))[0].outputs[0] as { text: string[] }).text);
+  assert.match(stderr, /^TypeError: .*\n    at count \(cell line 4, column 15\)\n    at async cell line 6, column 13\n$/, 'the saved output shows the cell lines, no internals');
 });
 
 test('a TypeScript error is reported with its diagnostic', async () => {
@@ -161,4 +175,12 @@ test('errorSummary picks the error line out of tslab stderr', () => {
   assert.equal(errorSummary('1:7 - Cannot find name foo.\n2:1 - Other.\n'), '1:7 - Cannot find name foo.; 2:1 - Other.');
   assert.equal(errorSummary('just a thrown string\n'), 'just a thrown string');
   assert.equal(errorSummary(''), '(no error text on stderr)');
+});
+
+test('errorLocation reads the failing cell line from the kernel\'s rewritten stack', () => {
+  const stderr = "TypeError: Cannot read properties of undefined (reading 'x')\n    at inner (lib/a.ts:3:4)\n    at helper (cell [2] line 9, column 1)\n    at go (cell line 4, column 7)\n    at async cell line 6, column 1\n";
+  assert.deepEqual(errorLocation(stderr), { line: 4, column: 7 }, 'the innermost frame of the failing cell, not an earlier cell\'s');
+  assert.deepEqual(errorLocation('Error: a\n    at cell line 1, column 1\nError: b\n    at cell line 5, column 2\n'), { line: 5, column: 2 }, 'the frames of the error errorSummary reports');
+  assert.equal(errorLocation('InterruptedError: training interrupted in epoch 3/50'), undefined);
+  assert.equal(errorLocation("2:1 - Cannot find name 'f'.\n"), undefined, 'TypeScript diagnostics carry their own line:column');
 });

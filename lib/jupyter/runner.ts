@@ -1,6 +1,7 @@
 // Headless notebook execution (our nbclient): one fresh kernel per notebook, code cells in order, a per-cell
 // timeout, outputs and execution counts stored in an executed copy. Any failure becomes ONE line naming the
-// notebook, the cell, its first source line and the error, because that is what a CI log needs to show.
+// notebook, the cell, the failing line (or the cell's first line) and the error, because that is what a CI log needs
+// to show.
 import * as path from 'path';
 import { DEFAULT_KERNEL, JupyterMessage, Kernel, KernelTimeoutError, kernelsDir, loadKernelSpec } from './kernel';
 import * as fs from 'fs';
@@ -48,6 +49,8 @@ export class NotebookRunError extends Error {
     readonly outFile: string | undefined,
     /** 1-based position of the failing cell in the notebook (markdown cells count), if a cell failed. */
     readonly cell?: number,
+    /** 1-based line in that cell's source where a runtime error happened, when the kernel's stack says. */
+    readonly line?: number,
   ) {
     super(message);
   }
@@ -57,7 +60,7 @@ export function defaultOutFile(file: string): string {
   return path.join(DEFAULT_OUT_DIR, path.basename(file));
 }
 
-const ERROR_LINE = /^(?:Uncaught )?[A-Za-z_$][\w$.]*(?:Error|Exception|Rejection)\b(?: \[[^\]]*\])?(?::|$)/;
+const ERROR_LINE = /^(?:Uncaught )?(?:[A-Za-z_$][\w$.]*)?(?:Error|Exception|Rejection)\b(?: \[[^\]]*\])?(?::|$)/;
 const TS_DIAGNOSTIC = /^(?:\S+ )?\d+:\d+ - /;
 
 /**
@@ -73,6 +76,27 @@ export function errorSummary(stderr: string): string {
   if (errors.length > 0) return errors[errors.length - 1];
   const rest = lines.filter((l) => l.trim() !== '' && !/^\s+at /.test(l) && l.trim() !== '^' && !/^evalmachine\./.test(l));
   return rest[rest.length - 1]?.trim() ?? '(no error text on stderr)';
+}
+
+const CELL_FRAME = /^\s+at (?:async )?(?:.*\()?cell line (\d+), column (\d+)\)?$/;
+
+/**
+ * Where in the failing cell a runtime error happened: the project kernel rewrites stacks so that frames in the cell
+ * read `cell line L, column C` (jupyter/kernels/cifar10-tslab/cell-errors.js); the first such frame after the error
+ * line errorSummary picks. Undefined for TypeScript diagnostics, stackless errors and other kernels.
+ */
+export function errorLocation(stderr: string): { line: number; column: number } | undefined {
+  const lines = stderr.split('\n').map((l) => l.replace(/\x1b\[[0-9;]*m/g, '').trimEnd());
+  if (lines.some((l) => TS_DIAGNOSTIC.test(l))) return undefined;
+  let from = 0;
+  lines.forEach((l, i) => {
+    if (ERROR_LINE.test(l)) from = i;
+  });
+  for (const l of lines.slice(from)) {
+    const m = CELL_FRAME.exec(l);
+    if (m) return { line: Number(m[1]), column: Number(m[2]) };
+  }
+  return undefined;
 }
 
 function clip(s: string, n: number): string {
@@ -185,9 +209,9 @@ export async function runNotebook(file: string, opts: RunNotebookOptions = {}): 
     };
     writeNotebook(outFile, nb);
   };
-  const fail = (msg: string, cell?: number): never => {
+  const fail = (msg: string, cell?: number, line?: number): never => {
     save('error');
-    throw new NotebookRunError(msg, file, outFile, cell);
+    throw new NotebookRunError(msg, file, outFile, cell, line);
   };
 
   if (opts.signal?.aborted) fail(`${name}: interrupted before start`);
@@ -240,7 +264,13 @@ export async function runNotebook(file: string, opts: RunNotebookOptions = {}): 
       cell.execution_count = reply.execution_count ?? null;
       cell.metadata.runner = { seconds: Math.round((Date.now() - tc) / 100) / 10 };
       if (reply.status !== 'ok') {
-        const text = reply.ename ? `${reply.ename}: ${reply.evalue}` : errorSummary(stderrOf(outputs));
+        const stderr = stderrOf(outputs);
+        const text = reply.ename ? `${reply.ename}: ${reply.evalue}` : errorSummary(stderr);
+        const at = reply.ename ? undefined : errorLocation(stderr);
+        const lineText = at && joinText(cell.source).split('\n')[at.line - 1];
+        if (at && lineText !== undefined && lineText.trim() !== '') {
+          fail(`${name}: cell ${i + 1}, line ${at.line} (\`${clip(lineText, 80)}\`) failed: ${clip(text, 400)}`, i + 1, at.line);
+        }
         fail(`${where} failed: ${clip(text, 400)}`, i + 1);
       }
       opts.log?.(`${name}: cell ${i + 1}/${nb.cells.length} ok (${((Date.now() - tc) / 1000).toFixed(1)} s)`);

@@ -27,14 +27,23 @@ const parentPid = process.ppid;
 setInterval(() => {
   if (process.ppid !== parentPid) process.exit(1);
 }, 1000).unref();
+// Runtime errors at the cell's own line and column, without tslab's and Node's frames (cell-errors.js). The
+// TypeScript hook must be in place before tslab's converter is loaded.
+const tslabDir = path.join(root, 'node_modules', 'tslab');
+const { CellErrors } = require('./cell-errors');
+const cellErrors = new CellErrors({ root, internal: [tslabDir, __dirname] });
+cellErrors.hookTypeScript(require.resolve('@tslab/typescript-for-tslab', { paths: [path.join(tslabDir, 'dist')] }));
+cellErrors.hookVm(require('vm'));
+// Room for the cell's frames below a library's own (e.g. tfjs: 10 frames by default would often end before the cell).
+Error.stackTraceLimit = Math.max(Error.stackTraceLimit, 40);
 // Interrupt: tslab answers SIGINT by abandoning the running cell ("Interrupted asynchronously") while its awaited
 // work goes on. While a project operation runs (lib/cancel.ts counts them on globalThis), the operation itself
 // stops on that SIGINT and ends the cell with one line; tslab's own interrupt is kept for everything else (it is
 // still what breaks a busy synchronous loop).
-const executorModule = require(path.join(root, 'node_modules', 'tslab', 'dist', 'executor.js'));
+const executorModule = require(path.join(tslabDir, 'dist', 'executor.js'));
 const createExecutor = executorModule.createExecutor;
-executorModule.createExecutor = function (...args) {
-  const executor = createExecutor.apply(this, args);
+executorModule.createExecutor = function (rootDir, convs, console, ...rest) {
+  const executor = cellErrors.hookExecutor(createExecutor.call(this, rootDir, cellErrors.hookConverters(convs), cellErrors.hookConsole(console), ...rest));
   const interrupt = executor.interrupt;
   executor.interrupt = () => {
     const ops = globalThis.__cifar10ActiveOperations;
