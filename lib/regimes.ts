@@ -152,7 +152,7 @@ export interface Workload {
  * its cut (one warm batch of 64 real images), and a fine-tuning step and an inference batch on inputs of the real
  * shapes. Frozen regimes: extraction plus a minute of head training (sweep + final, measured ~40 s).
  */
-export async function estimateSeconds(blocks: number[], backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions): Promise<number> {
+export async function estimateSeconds(blocks: number[], backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions): Promise<Estimate> {
   const cuts = await cutsFor(backbones, blocks, opts.backbonesDir);
   const probe = { images: sample.images.subarray(0, 64 * 3072), n: Math.min(64, sample.n) };
   let seconds = 0;
@@ -164,7 +164,7 @@ export async function estimateSeconds(blocks: number[], backbones: BackboneName[
     await run();
     seconds += (perBackbone * (Date.now() - t0)) / 1000 / probe.n;
   }
-  if (!cuts.some(Boolean)) return seconds + 60;
+  if (!cuts.some(Boolean)) return { seconds: seconds + 60, dataSeconds: seconds, trainSeconds: 60 };
   const shapes = await Promise.all(backbones.map(async (b, i) => (cuts[i] ? cutShapeOf(b, cuts[i]!, opts.resolution, opts.backbonesDir) : [BACKBONES[b].featureSize])));
   const trunks: (Trunk | null)[] = [];
   for (const [i, b] of backbones.entries()) {
@@ -193,19 +193,27 @@ export async function estimateSeconds(blocks: number[], backbones: BackboneName[
     t.pooledFeatures(set);
     const infer = (Date.now() - t1) / 1000 / 256;
     const epoch = Math.floor(w.train / B) * step + w.val * infer;
-    return seconds + w.epochs * epoch + (w.val + w.test) * w.evalViews * infer;
+    const trainSeconds = w.epochs * epoch + (w.val + w.test) * w.evalViews * infer;
+    return { seconds: seconds + trainSeconds, dataSeconds: seconds, trainSeconds };
   } finally {
     t.dispose();
   }
 }
 
+/** A regime's estimated cold wall time: computing its cached data, and training + evaluating. */
+export interface Estimate {
+  seconds: number;
+  dataSeconds: number;
+  trainSeconds: number;
+}
+
 /** The best candidate whose estimate fits `budgetSeconds`, with every estimate (said by `npm start`). */
-export async function chooseRegime(backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions, budgetSeconds: number): Promise<{ blocks: number[]; estimates: { blocks: number[]; name: string; seconds: number }[] }> {
-  const estimates: { blocks: number[]; name: string; seconds: number }[] = [];
+export async function chooseRegime(backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions, budgetSeconds: number): Promise<{ blocks: number[]; estimates: (Estimate & { blocks: number[]; name: string })[] }> {
+  const estimates: (Estimate & { blocks: number[]; name: string })[] = [];
   for (const blocks of regimeCandidates(backbones)) {
-    const seconds = await estimateSeconds(blocks, backbones, w, sample, opts);
-    estimates.push({ blocks, name: regimeName(backbones, blocks), seconds });
-    if (seconds <= budgetSeconds) return { blocks, estimates };
+    const e = await estimateSeconds(blocks, backbones, w, sample, opts);
+    estimates.push({ ...e, blocks, name: regimeName(backbones, blocks) });
+    if (e.seconds <= budgetSeconds) return { blocks, estimates };
   }
   return { blocks: backbones.map(() => 0), estimates };
 }

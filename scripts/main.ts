@@ -89,7 +89,7 @@ async function main(): Promise<void> {
       const work = { train: splits.train.n, val: splits.val.n, test: splits.testFull.n, trainViews: ftViews.length, evalViews: ev.length, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize };
       const choice = await timed('choose regime (timing probes)', () => chooseRegime(backbones, work, splits.train, fo, budget));
       blocks = choice.blocks;
-      const est = choice.estimates.map((e) => `${e.name} ~${(e.seconds / 60).toFixed(1)} min`).join(', ');
+      const est = choice.estimates.map((e) => `${e.name} ~${(e.seconds / 60).toFixed(1)} min (data ${(e.dataSeconds / 60).toFixed(1)} + training ${(e.trainSeconds / 60).toFixed(1)})`).join(', ');
       console.log(`regime: ${regimeName(backbones, blocks)} (auto: the best that fits ${p.budgetMinutes} min from a cold cache; estimates ${est})`);
     }
   } else {
