@@ -152,17 +152,27 @@ export interface Workload {
  * its cut (one warm batch of 64 real images), and a fine-tuning step and an inference batch on inputs of the real
  * shapes. Frozen regimes: extraction plus a minute of head training (sweep + final, measured ~40 s).
  */
-export async function estimateSeconds(blocks: number[], backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions): Promise<Estimate> {
+export async function estimateSeconds(
+  blocks: number[], backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions, rates: Map<string, number> = new Map(),
+): Promise<Estimate> {
   const cuts = await cutsFor(backbones, blocks, opts.backbonesDir);
-  const probe = { images: sample.images.subarray(0, 64 * 3072), n: Math.min(64, sample.n) };
+  // 256 images (4 batches): one batch alone over-weights the per-call overheads (measured ~25% high).
+  const n = Math.min(256, sample.n);
+  const probe = { images: sample.images.subarray(0, n * 3072), n };
   let seconds = 0;
   const perBackbone = w.train * w.trainViews + (w.val + w.test) * w.evalViews;
   for (const [i, backbone] of backbones.entries()) {
-    const run = () => extractFeatures(probe, { backbone, resolution: opts.resolution, cache: false, progress: false, cut: cuts[i] ?? undefined, backbonesDir: opts.backbonesDir });
-    await run(); // loads / writes the graph
-    const t0 = Date.now();
-    await run();
-    seconds += (perBackbone * (Date.now() - t0)) / 1000 / probe.n;
+    const key = `${backbone}|${cuts[i] ?? ''}`;
+    let secondsPerImage = rates.get(key);
+    if (secondsPerImage === undefined) {
+      const run = () => extractFeatures(probe, { backbone, resolution: opts.resolution, cache: false, progress: false, cut: cuts[i] ?? undefined, backbonesDir: opts.backbonesDir });
+      await run(); // loads / writes the graph
+      const t0 = Date.now();
+      await run();
+      secondsPerImage = (Date.now() - t0) / 1000 / n;
+      rates.set(key, secondsPerImage);
+    }
+    seconds += perBackbone * secondsPerImage;
   }
   if (!cuts.some(Boolean)) return { seconds: seconds + 60, dataSeconds: seconds, trainSeconds: 60 };
   const shapes = await Promise.all(backbones.map(async (b, i) => (cuts[i] ? cutShapeOf(b, cuts[i]!, opts.resolution, opts.backbonesDir) : [BACKBONES[b].featureSize])));
@@ -183,12 +193,13 @@ export async function estimateSeconds(blocks: number[], backbones: BackboneName[
     const y = new Float32Array(B * 10).fill(0.1);
     t.trainStep(batch(), y, 1e-9); // warm-up: kernels, memory
     const t0 = Date.now();
-    for (let k = 0; k < 2; k++) t.trainStep(batch(), y, 1e-9);
-    const step = (Date.now() - t0) / 1000 / 2;
+    for (let k = 0; k < 3; k++) t.trainStep(batch(), y, 1e-9);
+    const step = (Date.now() - t0) / 1000 / 3;
     const set = fineTuneSet(shapes.map((s, i) => {
       const dim = s.reduce((a, b) => a * b, 1);
       return { backbone: backbones[i], cut: cuts[i], shape: s, data: { views: [new Float32Array(256 * dim)], labels: new Uint8Array(256), n: 256, dim } };
     }));
+    t.pooledFeatures(set); // warm-up of the inference shapes
     const t1 = Date.now();
     t.pooledFeatures(set);
     const infer = (Date.now() - t1) / 1000 / 256;
@@ -210,8 +221,9 @@ export interface Estimate {
 /** The best candidate whose estimate fits `budgetSeconds`, with every estimate (said by `npm start`). */
 export async function chooseRegime(backbones: BackboneName[], w: Workload, sample: ImageSet, opts: FeatureOptions, budgetSeconds: number): Promise<{ blocks: number[]; estimates: (Estimate & { blocks: number[]; name: string })[] }> {
   const estimates: (Estimate & { blocks: number[]; name: string })[] = [];
+  const rates = new Map<string, number>(); // a frozen backbone's extraction rate is the same for every candidate
   for (const blocks of regimeCandidates(backbones)) {
-    const e = await estimateSeconds(blocks, backbones, w, sample, opts);
+    const e = await estimateSeconds(blocks, backbones, w, sample, opts, rates);
     estimates.push({ ...e, blocks, name: regimeName(backbones, blocks) });
     if (e.seconds <= budgetSeconds) return { blocks, estimates };
   }
