@@ -20,7 +20,7 @@ import { weightLookup } from '../lib/graph';
 import { loadModel, predictPixels } from '../lib/model';
 import { PROJECT_ROOT } from '../lib/paths';
 import { evaluateHead, saveClassifier, Splits } from '../lib/pipeline';
-import { cutsFor, fineTune, fineTuneDataFor, regimeCandidates, regimeName } from '../lib/regimes';
+import { chooseRegime, cutsFor, fineTune, fineTuneDataFor, regimeCandidates, regimeName } from '../lib/regimes';
 import { blockEnds, cutLayer, cutShape, Trunk } from '../lib/trunk';
 import { fakeImages } from './fake-backbone';
 
@@ -214,4 +214,24 @@ test('FineTuneTrainer refuses a non-finite loss without touching the weights', {
   for (let i = 0; i < before.length; i++) assert.equal(maxAbsDiff(before[i].dataSync(), after[i].dataSync()), 0);
   tf.dispose([...before, ...after]);
   tr.dispose();
+});
+
+test('npm start\'s regime choice: the best candidate whose measured estimate fits the budget, else frozen', { skip: SKIP_REAL }, async (t) => {
+  if (needsTf()) return t.skip(needsTf() as string);
+  const backbones = ['mobilenet_v1_0.75', 'mobilenet_v2'] as ('mobilenet_v1_0.75' | 'mobilenet_v2')[];
+  const fo = { backbones, resolution: RES, backbonesDir: REAL, cacheDir, progress: false as const };
+  const work = { train: 2000, val: 500, test: 1000, trainViews: 2, evalViews: 2, epochs: 2, batchSize: 16 };
+  const sample = imageSet(256, 31);
+  const roomy = await chooseRegime(backbones, work, sample, fo, 1e9);
+  assert.deepEqual(roomy.blocks, [0, 4], 'with time to spare: the top-4 regime, the best candidate');
+  assert.equal(roomy.estimates.length, 1);
+  const tight = await chooseRegime(backbones, work, sample, fo, 1e-3);
+  assert.deepEqual(tight.blocks, [0, 0], 'nothing fits: frozen');
+  assert.deepEqual(tight.estimates.map((e) => e.blocks), [[0, 4], [0, 2], [0, 1], [0, 0]]);
+  for (const e of tight.estimates) {
+    assert.ok(e.dataSeconds > 0 && e.trainSeconds > 0 && Math.abs(e.seconds - e.dataSeconds - e.trainSeconds) < 1e-9, `${e.name}: data + training`);
+  }
+  const [k4, k2, k1] = tight.estimates;
+  assert.ok(k4.trainSeconds > k1.trainSeconds, `training 4 blocks is estimated dearer than 1 (${k4.trainSeconds.toFixed(1)} vs ${k1.trainSeconds.toFixed(1)} s)`);
+  assert.ok(k2.seconds > 0);
 });

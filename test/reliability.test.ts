@@ -85,7 +85,8 @@ test('a backbone that breaks inside the extractor fails the run with a non-zero 
   const v2 = path.join(broken, BACKBONES.mobilenet_v2.folder);
   fs.cpSync(v1, v2, { recursive: true });
   for (let i = 0; i < 20; i++) {
-    const r = run(MAIN, [...SMALL, '--backbones', 'mobilenet_v1_0.75,mobilenet_v2'], {
+    // The frozen regime: extraction runs backbone by backbone (auto would probe both backbones before any features).
+    const r = run(MAIN, [...SMALL, '--backbones', 'mobilenet_v1_0.75,mobilenet_v2', '--trainable-blocks', '0,0'], {
       BACKBONES_DIR: broken, DATA_DIR: path.join(work, `race-${i}`), MODEL_DIR: path.join(work, `race-model-${i}`),
     });
     assert.notEqual(r.status, 0, `run ${i + 1}: exit status ${r.status} after: ${lastError(r)}`);
