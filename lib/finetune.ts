@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BackboneName } from './backbones';
 import { NUM_CLASSES } from './data/cifar10';
 import { yieldToEventLoop } from './cancel';
-import { resolveTrainConfig, scheduledLr, TrainConfig } from './head-trainer';
+import { lossAndAccuracy, resolveTrainConfig, scheduledLr, TrainConfig } from './head-trainer';
 import { LabeledFeatures } from './labeled-features';
 import { BN_EPSILON, BN_MOMENTUM, buildHead, headWeights, setHeadWeights } from './model';
 import { rng, shuffle } from './random';
@@ -236,17 +236,7 @@ export class FineTuneTrainer {
 
   /** Validation loss (plain cross-entropy) and accuracy on the plain view. */
   evaluate(set: FineTuneSet): { loss: number; acc: number } {
-    const p = this.predict(set);
-    let loss = 0;
-    let correct = 0;
-    for (let i = 0; i < set.n; i++) {
-      const row = p.subarray(i * NUM_CLASSES, (i + 1) * NUM_CLASSES);
-      let best = 0;
-      for (let c = 1; c < NUM_CLASSES; c++) if (row[c] > row[best]) best = c;
-      if (best === set.labels[i]) correct++;
-      loss -= Math.log(Math.max(row[set.labels[i]], 1e-12));
-    }
-    return { loss: loss / set.n, acc: correct / set.n };
+    return lossAndAccuracy(this.predict(set), set.labels);
   }
 
   /** The pooled features the head reads ([n, D] per view): what evaluation and the saved-model check use. */

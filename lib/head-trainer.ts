@@ -218,6 +218,21 @@ export function headGradients(vars: readonly tf.Tensor[], b: HeadBatch, cfg: Pic
   });
 }
 
+/** Mean cross-entropy (no smoothing) and accuracy of class probabilities [n*10] against the labels. */
+export function lossAndAccuracy(p: Float32Array, labels: Uint8Array): { loss: number; acc: number } {
+  const n = labels.length;
+  let loss = 0;
+  let correct = 0;
+  for (let i = 0; i < n; i++) {
+    const row = p.subarray(i * NUM_CLASSES, (i + 1) * NUM_CLASSES);
+    let best = 0;
+    for (let c = 1; c < NUM_CLASSES; c++) if (row[c] > row[best]) best = c;
+    if (best === labels[i]) correct++;
+    loss -= Math.log(Math.max(row[labels[i]], 1e-12));
+  }
+  return { loss: loss / n, acc: correct / n };
+}
+
 /**
  * The head's state and its training: weights as variables, Adam's moments, the seeded example order and dropout
  * masks. The batch statistics are computed in JS while the rows are copied (axis-0 reductions transpose
@@ -400,17 +415,7 @@ export class HeadTrainer {
 
   /** Validation loss (plain cross-entropy, no smoothing) and accuracy on the plain view. */
   evaluate(d: LabeledFeatures): { loss: number; acc: number } {
-    const p = this.predict(d);
-    let loss = 0;
-    let correct = 0;
-    for (let i = 0; i < d.n; i++) {
-      const row = p.subarray(i * NUM_CLASSES, (i + 1) * NUM_CLASSES);
-      let best = 0;
-      for (let c = 1; c < NUM_CLASSES; c++) if (row[c] > row[best]) best = c;
-      if (best === d.labels[i]) correct++;
-      loss -= Math.log(Math.max(row[d.labels[i]], 1e-12));
-    }
-    return { loss: loss / d.n, acc: correct / d.n };
+    return lossAndAccuracy(this.predict(d), d.labels);
   }
 
   /** A head model holding the current weights. */
