@@ -2,7 +2,11 @@
 // each backbone is cut at, the cached data at the cuts, training the trunks + head, the pooled features the head
 // reads (for evaluation and the saved-model check), the fine-tuned backbone weights for the saved model, and the
 // choice of regime within a time budget.
+import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
+import { writeJsonAtomic } from './atomic';
+import { dataDir } from './paths';
+import { bestEffortWrite } from './writable';
 import { BackboneName, BACKBONES, backboneArtifacts } from './backbones';
 import { ImageSet } from './data/cifar10';
 import { cutShapeOf, extractFeatures } from './features';
@@ -335,4 +339,32 @@ export function regimeTable(rows: RegimeRow[], n: { train: number; val: number; 
     '',
     `${n.train.toLocaleString('en')} training, ${n.val.toLocaleString('en')} validation, ${n.test.toLocaleString('en')} exact test images; "data" is computing the cached features/activations (0 when already cached).`,
   ].join('\n');
+}
+
+/**
+ * Auto choices are remembered per settings (backbones, resolution, split sizes, views, epochs, batch, budget) in
+ * the data folder: the estimate is a measurement and moves with the machine's load, and a re-run must not switch
+ * to a regime whose data was never cached (a "warm" re-run would then be a cold one).
+ */
+export function choiceFile(): string {
+  return dataDir('cache', 'regime-choices.json');
+}
+
+export function rememberedChoice(key: string): { blocks: number[]; estimates: string; at: string } | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(choiceFile(), 'utf8'))[key];
+  } catch {
+    return undefined; // none yet, or unreadable: choose afresh
+  }
+}
+
+export function rememberChoice(key: string, value: { blocks: number[]; estimates: string }): void {
+  let all: Record<string, unknown> = {};
+  try {
+    all = JSON.parse(fs.readFileSync(choiceFile(), 'utf8'));
+  } catch {
+    // first choice
+  }
+  all[key] = { ...value, at: new Date().toISOString() };
+  bestEffortWrite(`regime choice in ${choiceFile()}`, () => writeJsonAtomic(choiceFile(), all));
 }

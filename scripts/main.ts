@@ -8,7 +8,7 @@
 import { BackendChoice, initBackend } from '../lib/backend';
 import { fineTuneBackendError } from '../lib/finetune';
 import { DEFAULT_TRAIN } from '../lib/head-trainer';
-import { chooseRegime, cutsFor, fineTune, fineTuneDataFor, regimeName } from '../lib/regimes';
+import { chooseRegime, choiceFile, cutsFor, fineTune, fineTuneDataFor, regimeName, rememberChoice, rememberedChoice } from '../lib/regimes';
 import { loadCifar10 } from '../lib/data/cifar10';
 import { formatConfusion, formatEvaluation } from '../lib/evaluate';
 import { terminateFeaturePool } from '../lib/features';
@@ -84,13 +84,21 @@ async function main(): Promise<void> {
       blocks = backbones.map(() => 0);
       console.log(`regime: frozen (auto: fine-tuning needs the tensorflow backend; ${backend.name} is in use)`);
     } else {
-      const spent = (Date.now() - tStart) / 1000;
-      const budget = p.budgetMinutes * 60 - spent - SAVE_RESERVE_SECONDS;
       const work = { train: splits.train.n, val: splits.val.n, test: splits.testFull.n, trainViews: ftViews.length, evalViews: ev.length, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize };
-      const choice = await timed('choose regime (timing probes)', () => chooseRegime(backbones, work, splits.train, fo, budget));
-      blocks = choice.blocks;
-      const est = choice.estimates.map((e) => `${e.name} ~${(e.seconds / 60).toFixed(1)} min (data ${(e.dataSeconds / 60).toFixed(1)} + training ${(e.trainSeconds / 60).toFixed(1)})`).join(', ');
-      console.log(`regime: ${regimeName(backbones, blocks)} (auto: the best that fits ${p.budgetMinutes} min from a cold cache; estimates ${est})`);
+      const key = JSON.stringify({ backbones, resolution: p.resolution, ...work, views: ftViews, budget: p.budgetMinutes, backend: backend.name });
+      const earlier = rememberedChoice(key);
+      if (earlier) {
+        blocks = earlier.blocks;
+        console.log(`regime: ${regimeName(backbones, blocks)} (auto: chosen ${earlier.at} for these settings — estimates then ${earlier.estimates}; delete ${choiceFile()} to measure again)`);
+      } else {
+        const spent = (Date.now() - tStart) / 1000;
+        const budget = p.budgetMinutes * 60 - spent - SAVE_RESERVE_SECONDS;
+        const choice = await timed('choose regime (timing probes)', () => chooseRegime(backbones, work, splits.train, fo, budget));
+        blocks = choice.blocks;
+        const est = choice.estimates.map((e) => `${e.name} ~${(e.seconds / 60).toFixed(1)} min (data ${(e.dataSeconds / 60).toFixed(1)} + training ${(e.trainSeconds / 60).toFixed(1)})`).join(', ');
+        rememberChoice(key, { blocks, estimates: est });
+        console.log(`regime: ${regimeName(backbones, blocks)} (auto: the best that fits ${p.budgetMinutes} min from a cold cache; estimates ${est})`);
+      }
     }
   } else {
     console.log(`regime: ${regimeName(backbones, blocks)} (--trainable-blocks ${blocks.join(',')})`);

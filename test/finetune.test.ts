@@ -235,3 +235,24 @@ test('npm start\'s regime choice: the best candidate whose measured estimate fit
   assert.ok(k4.trainSeconds > k1.trainSeconds, `training 4 blocks is estimated dearer than 1 (${k4.trainSeconds.toFixed(1)} vs ${k1.trainSeconds.toFixed(1)} s)`);
   assert.ok(k2.seconds > 0);
 });
+
+test('an auto choice is remembered: the re-run uses the same regime (its cached data) without timing again', { skip: SKIP_REAL }, async (t) => {
+  if (needsTf()) return t.skip(needsTf() as string);
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ft-choice-'));
+  const args = ['--train-limit', '300', '--val-limit', '100', '--test-limit', '100', '--fine-tune-epochs', '1', '--resolution', String(RES), '--tta', 'off'];
+  const runMain = () => spawnSync(process.execPath, ['-r', require.resolve('ts-node/register/transpile-only'), path.join(PROJECT_ROOT, 'scripts', 'main.ts'), ...args], {
+    encoding: 'utf8', timeout: 300_000, env: { ...process.env, DATA_DIR: dataDir, MODEL_DIR: path.join(dataDir, 'model') },
+  });
+  const first = runMain();
+  assert.equal(first.status, 0, first.stderr);
+  const line1 = first.stdout.split('\n').find((l) => l.startsWith('regime: '))!;
+  assert.match(line1, /^regime: fine-tune mobilenet_v2 top \d \(auto: the best that fits 25 min from a cold cache; estimates /);
+  const second = runMain();
+  assert.equal(second.status, 0, second.stderr);
+  const line2 = second.stdout.split('\n').find((l) => l.startsWith('regime: '))!;
+  assert.equal(line2.split(' (')[0], line1.split(' (')[0], 'the same regime');
+  assert.match(line2, /\(auto: chosen \S+ for these settings — estimates then .*; delete .*regime-choices\.json to measure again\)$/);
+  assert.doesNotMatch(second.stdout, /choose regime \(timing probes\)/, 'no probes the second time');
+  assert.match(second.stdout, /fine-tuning data: .*\n/);
+  assert.doesNotMatch(second.stdout + second.stderr, /\d+ computed, 0 from cache/, 'the re-run reads every feature and activation from the cache');
+});
