@@ -515,8 +515,18 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
       const others: number[][][] = [];
       for (const chunk of chunks) (!useCache || claimChunk(fileOf(chunk)) ? claimed : others).push(chunk);
       const release = () => claimed.forEach((c) => useCache && releaseChunk(fileOf(c)));
+      // A chunk claimed only after another run finished it (it read the cache before that run wrote, and claimed
+      // after it released) is in the cache now: read it rather than compute it again.
+      const computeUnlessWritten = (chunk: number[][]): Promise<void> => {
+        const feats = useCache ? readChunkFile(fileOf(chunk), settings, chunk.length) : undefined;
+        if (!feats) return compute(chunk);
+        place(chunk, feats);
+        sink.tick(chunk.length);
+        shared += chunk.reduce((a, l) => a + l.length, 0);
+        return Promise.resolve();
+      };
       try {
-        await Promise.all(claimed.map(compute));
+        await Promise.all(claimed.map(computeUnlessWritten));
       } finally {
         release();
       }
