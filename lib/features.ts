@@ -517,13 +517,17 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
       const release = () => claimed.forEach((c) => useCache && releaseChunk(fileOf(c)));
       // A chunk claimed only after another run finished it (it read the cache before that run wrote, and claimed
       // after it released) is in the cache now: read it rather than compute it again.
-      const computeUnlessWritten = (chunk: number[][]): Promise<void> => {
+      /** Place a chunk another run wrote, if it is in the cache and valid; true when it was. */
+      const takeWritten = (chunk: number[][]): boolean => {
         const feats = useCache ? readChunkFile(fileOf(chunk), settings, chunk.length) : undefined;
-        if (!feats) return compute(chunk);
+        if (!feats) return false;
         place(chunk, feats);
         sink.tick(chunk.length);
         shared += chunk.reduce((a, l) => a + l.length, 0);
-        return Promise.resolve();
+        return true;
+      };
+      const computeUnlessWritten = async (chunk: number[][]): Promise<void> => {
+        if (!takeWritten(chunk)) await compute(chunk);
       };
       try {
         await Promise.all(claimed.map(computeUnlessWritten));
@@ -533,13 +537,7 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
       for (const chunk of others) {
         const file = fileOf(chunk);
         for (;;) {
-          const feats = readChunkFile(file, settings, chunk.length);
-          if (feats) {
-            place(chunk, feats);
-            sink.tick(chunk.length);
-            shared += chunk.reduce((a, l) => a + l.length, 0);
-            break;
-          }
+          if (takeWritten(chunk)) break;
           if (claimChunk(file)) {
             try {
               await compute(chunk);

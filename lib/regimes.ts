@@ -73,15 +73,7 @@ export async function fineTune(train: FineTuneSet, val: FineTuneSet, config: Par
   if (why) throw new Error(why);
   const cfg = resolveFineTuneConfig(config);
   const t0 = Date.now();
-  const trunks: (Trunk | null)[] = [];
-  for (const p of train.parts) {
-    if (!p.cut) {
-      trunks.push(null);
-      continue;
-    }
-    const a = await backboneArtifacts(p.backbone, { dir: opts.backbonesDir });
-    trunks.push(new Trunk(a.topology, p.cut, weightLookup(a.weightSpecs, a.weightData)));
-  }
+  const trunks = await buildTrunks(train.parts.map((p) => p.backbone), train.parts.map((p) => p.cut), opts.backbonesDir);
   const dims = train.parts.map((p, i) => (trunks[i] ? pooledDim(trunks[i]!, p.shape) : p.data.dim));
   const shapes = train.parts.map((p) => p.shape);
   // BN's moving statistics start at the initial features' (on validation: a forward pass of 5,000, not 90,000).
@@ -120,6 +112,21 @@ export async function fineTune(train: FineTuneSet, val: FineTuneSet, config: Par
     trainer.dispose();
     throw err;
   }
+}
+
+/** A trunk (pretrained weights) for each backbone with a cut; null for frozen ones. */
+async function buildTrunks(backbones: BackboneName[], cuts: (string | null)[], backbonesDir?: string): Promise<(Trunk | null)[]> {
+  const out: (Trunk | null)[] = [];
+  for (const [i, b] of backbones.entries()) {
+    const cut = cuts[i];
+    if (!cut) {
+      out.push(null);
+      continue;
+    }
+    const a = await backboneArtifacts(b, { dir: backbonesDir });
+    out.push(new Trunk(a.topology, cut, weightLookup(a.weightSpecs, a.weightData)));
+  }
+  return out;
 }
 
 function pooledDim(t: Trunk, shape: number[]): number {
@@ -180,14 +187,7 @@ export async function estimateSeconds(
   }
   if (!cuts.some(Boolean)) return { seconds: seconds + 60, dataSeconds: seconds, trainSeconds: 60 };
   const shapes = await Promise.all(backbones.map(async (b, i) => (cuts[i] ? cutShapeOf(b, cuts[i]!, opts.resolution, opts.backbonesDir) : [BACKBONES[b].featureSize])));
-  const trunks: (Trunk | null)[] = [];
-  for (const [i, b] of backbones.entries()) {
-    if (!cuts[i]) trunks.push(null);
-    else {
-      const a = await backboneArtifacts(b, { dir: opts.backbonesDir });
-      trunks.push(new Trunk(a.topology, cuts[i]!, weightLookup(a.weightSpecs, a.weightData)));
-    }
-  }
+  const trunks = await buildTrunks(backbones, cuts, opts.backbonesDir);
   const dims = shapes.map((s, i) => (trunks[i] ? pooledDim(trunks[i]!, s) : s[0]));
   const cfg = resolveFineTuneConfig({ batchSize: w.batchSize, epochs: 1 });
   const t = new FineTuneTrainer(trunks, shapes, dims, cfg);
