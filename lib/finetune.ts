@@ -7,6 +7,8 @@
 // schedule (cosine, optional warm-up). Runs through the same training loop as the head (lib/training-loop.ts):
 // early stopping restores the best epoch's weights, a NaN stops it, the run log records it.
 //
+// A step runs as one TensorFlow graph call by default (lib/train-graph.ts: forward, gradients, Adam and the BN
+// statistics in one session run); the eager engine (tfjs autodiff, op by op) is the reference it is tested against.
 // Training needs the backprop kernels of convolutions: the tensorflow backend has them all; tfjs-backend-wasm has
 // no Conv2DBackpropFilter / DepthwiseConv2dNative backprop, so fine-tuning stops before any work there (one line).
 import * as tf from '@tensorflow/tfjs';
@@ -17,6 +19,7 @@ import { lossAndAccuracy, resolveTrainConfig, scheduledLr, TrainConfig } from '.
 import { LabeledFeatures } from './labeled-features';
 import { BN_EPSILON, BN_MOMENTUM, buildHead, headWeights, setHeadWeights } from './model';
 import { rng, shuffle } from './random';
+import { GraphFunction, loadStepGraphs, StepGraphSpec, stepNames } from './train-graph';
 import { Trunk } from './trunk';
 
 /** One backbone's share of a fine-tuning set: the activation at its cut (trained trunk) or its pooled features. */
@@ -57,6 +60,8 @@ export function fineTuneSet(parts: FineTunePart[]): FineTuneSet {
 export interface FineTuneConfig extends TrainConfig {
   /** Learning rate of the backbone blocks (the head uses `lr`); both follow the schedule. */
   backboneLr: number;
+  /** Adam's epsilon (Keras' default 1e-7). */
+  adamEpsilon: number;
 }
 
 /** Said when fine-tuning is asked for on a backend without the convolution backprop kernels. */
@@ -68,14 +73,19 @@ export function fineTuneBackendError(backend: string): string | null {
 
 const ADAM_B1 = 0.9;
 const ADAM_B2 = 0.999;
-const ADAM_EPS = 1e-7;
 /** Head weights that train (headWeights order: gamma, beta, movingMean, movingVar, w1, b1, w2, b2; no BN affine). */
 const HEAD_TRAINED = [4, 5, 6, 7];
 
 /**
+ * How a step runs: 'graph' — forward, backward and Adam as one TensorFlow graph (lib/train-graph.ts; measured ~2x
+ * faster than eager on 2 cores); 'eager' — tfjs autodiff op by op, the reference the graph is tested against.
+ */
+export type FineTuneEngine = 'graph' | 'eager';
+
+/**
  * The trunks and the head as one trainable model on a FineTuneSet. Same head arithmetic as HeadTrainer (BN with
- * batch statistics, gamma 1 / beta 0, dropout, dense ReLU, dropout, dense; smoothed cross-entropy) but through
- * tfjs autodiff, which the trunk needs anyway.
+ * batch statistics, gamma 1 / beta 0, dropout, dense ReLU, dropout, dense; smoothed cross-entropy). Call
+ * `prepare()` before training: it loads the graphs of the 'graph' engine.
  */
 export class FineTuneTrainer {
   readonly cfg: FineTuneConfig;
@@ -84,9 +94,13 @@ export class FineTuneTrainer {
   private adam = new Map<tf.Variable, { m: tf.Variable; v: tf.Variable }>();
   private step = 0;
   private random: () => number;
+  private maskRandom: () => number;
+  private graphs: { step: GraphFunction; infer: GraphFunction } | null = null;
+  readonly engine: FineTuneEngine;
 
-  constructor(readonly trunks: (Trunk | null)[], readonly shapes: number[][], dims: number[], cfg: FineTuneConfig, init?: { mean: Float32Array; variance: Float32Array }) {
+  constructor(readonly trunks: (Trunk | null)[], readonly shapes: number[][], readonly dims: number[], cfg: FineTuneConfig, init?: { mean: Float32Array; variance: Float32Array }, engine?: FineTuneEngine) {
     this.cfg = cfg;
+    this.engine = engine ?? (tf.getBackend() === 'tensorflow' ? 'graph' : 'eager');
     this.dim = dims.reduce((a, b) => a + b, 0);
     const head = buildHead({ inputDim: this.dim, units: cfg.units, dropout: cfg.dropout, dropout2: cfg.dropout2, seed: cfg.seed });
     // Only the dense layers train (variableGrads skips non-trainable variables): no BN affine, as the head's default.
@@ -98,6 +112,46 @@ export class FineTuneTrainer {
     }
     for (const v of this.trainable) this.adam.set(v, { m: tf.variable(tf.zerosLike(v), false), v: tf.variable(tf.zerosLike(v), false) });
     this.random = rng(cfg.seed * 7919 + 17);
+    this.maskRandom = rng(cfg.seed * 104729 + 29);
+  }
+
+  /** Load the step and inference graphs (the 'graph' engine); a no-op for 'eager'. */
+  async prepare(): Promise<this> {
+    if (this.engine === 'graph' && !this.graphs) this.graphs = await loadStepGraphs(this.graphSpec());
+    return this;
+  }
+
+  private graphSpec(): StepGraphSpec {
+    return {
+      parts: this.trunks.map((t, i) => ({
+        shape: this.shapes[i],
+        trunk: t ? { cut: t.cut, layers: t.layers, weights: [...t.vars].map(([name, v]) => ({ name, shape: v.shape })) } : null,
+      })),
+      dim: this.dim,
+      units: this.cfg.units,
+      classes: NUM_CLASSES,
+      bnEpsilon: BN_EPSILON,
+      bnMomentum: BN_MOMENTUM,
+      adam: { b1: ADAM_B1, b2: ADAM_B2, eps: this.cfg.adamEpsilon },
+    };
+  }
+
+  private get graph(): { step: GraphFunction; infer: GraphFunction } | null {
+    if (this.engine === 'eager') return null;
+    if (!this.graphs) throw new Error('FineTuneTrainer: call prepare() before using the graph engine');
+    return this.graphs;
+  }
+
+  /** Dropout keep masks (scaled by 1/keep) for a batch of B: the same stream for both engines. */
+  private masks(B: number): [Float32Array, Float32Array] {
+    const mask = (n: number, rate: number) => {
+      const m = new Float32Array(n);
+      const keep = 1 - rate;
+      if (rate <= 0) return m.fill(1);
+      for (let i = 0; i < n; i++) m[i] = this.maskRandom() < keep ? 1 / keep : 0;
+      return m;
+    };
+    return [mask(B * this.dim, this.cfg.dropout), mask(B * this.cfg.units, this.cfg.dropout2 ?? this.cfg.dropout)];
   }
 
   private get trunkVars(): tf.Variable[] {
@@ -138,6 +192,24 @@ export class FineTuneTrainer {
     return tf.add(tf.matMul(h as tf.Tensor2D, w2 as tf.Tensor2D), b2) as tf.Tensor2D;
   }
 
+  /** Pooled features or class probabilities of a batch in inference mode (inputs are disposed). */
+  private inferBatch(inputs: tf.Tensor[], what: 'features' | 'probs'): tf.Tensor {
+    const graph = this.graph;
+    try {
+      if (!graph) return tf.tidy(() => (what === 'features' ? this.features(inputs) : tf.softmax(this.inferLogits(inputs))));
+      const [, , mm, mv] = this.headVars;
+      const feeds: Record<string, tf.Tensor> = { mm, mv };
+      inputs.forEach((x, i) => (feeds[stepNames.part(i)] = x));
+      this.trainable.forEach((p, i) => (feeds[stepNames.param(i)] = p));
+      const out = graph.infer.run(feeds);
+      const keep = out[what];
+      tf.dispose(Object.values(out).filter((t) => t !== keep));
+      return keep;
+    } finally {
+      tf.dispose(inputs);
+    }
+  }
+
   /** One epoch over `set` (each example drawing one of its views), yielding to the event loop every ~200 ms. */
   async trainEpochInterruptible(set: FineTuneSet, epoch: number, check: () => void): Promise<{ loss: number; lr: number }> {
     const B = Math.min(this.cfg.batchSize, set.n);
@@ -168,21 +240,28 @@ export class FineTuneTrainer {
   /** One optimisation step (inputs are disposed). The weights are not updated when the loss is not finite. */
   trainStep(inputs: tf.Tensor[], yValues: Float32Array, lr: number): number {
     const B = yValues.length / NUM_CLASSES;
-    const [, , mm, mv, w1, b1, w2, b2] = this.headVars;
-    const r1 = this.cfg.dropout;
-    const r2 = this.cfg.dropout2 ?? this.cfg.dropout;
-    const seed = this.cfg.seed * 1_000_003 + this.step;
-    let stats: { mean: tf.Tensor; variance: tf.Tensor } | undefined;
+    const [m1, m2] = this.masks(B);
+    const mask1 = tf.tensor2d(m1, [B, this.dim]);
+    const mask2 = tf.tensor2d(m2, [B, this.cfg.units]);
     const y = tf.tensor2d(yValues, [B, NUM_CLASSES]);
+    try {
+      return this.graph ? this.graphStep(this.graph.step, inputs, y, mask1, mask2, lr) : this.eagerStep(inputs, y, mask1, mask2, lr);
+    } finally {
+      tf.dispose([y, mask1, mask2, ...inputs]);
+    }
+  }
+
+  private eagerStep(inputs: tf.Tensor[], y: tf.Tensor2D, mask1: tf.Tensor2D, mask2: tf.Tensor2D, lr: number): number {
+    const B = y.shape[0];
+    const [, , mm, mv, w1, b1, w2, b2] = this.headVars;
+    let stats: { mean: tf.Tensor; variance: tf.Tensor } | undefined;
     const { value, grads } = tf.variableGrads(() => {
       const f = this.features(inputs);
       const { mean, variance } = tf.moments(f, 0);
       stats = { mean: tf.keep(mean), variance: tf.keep(variance) };
       const xhat = tf.mul(tf.sub(f, mean), tf.rsqrt(tf.add(variance, BN_EPSILON)));
-      const a = r1 > 0 ? tf.dropout(xhat, r1, undefined, seed) : xhat;
-      const h0 = tf.relu(tf.add(tf.matMul(a as tf.Tensor2D, w1 as tf.Tensor2D), b1));
-      const h = r2 > 0 ? tf.dropout(h0, r2, undefined, seed + 7) : h0;
-      const logits = tf.add(tf.matMul(h as tf.Tensor2D, w2 as tf.Tensor2D), b2);
+      const h0 = tf.relu(tf.add(tf.matMul(tf.mul(xhat, mask1) as tf.Tensor2D, w1 as tf.Tensor2D), b1));
+      const logits = tf.add(tf.matMul(tf.mul(h0, mask2) as tf.Tensor2D, w2 as tf.Tensor2D), b2);
       return tf.neg(tf.mean(tf.sum(tf.mul(y, tf.logSoftmax(logits)), 1))) as tf.Scalar;
     }, this.trainable);
     const loss = value.dataSync()[0];
@@ -194,8 +273,51 @@ export class FineTuneTrainer {
       });
       this.adamStep(grads, lr);
     }
-    tf.dispose([value, y, ...inputs, stats!.mean, stats!.variance, ...Object.values(grads)]);
+    tf.dispose([value, stats!.mean, stats!.variance, ...Object.values(grads)]);
     return loss;
+  }
+
+  /** The same step as one graph call: the next weights, moments and BN statistics replace the current ones. */
+  private graphStep(graph: GraphFunction, inputs: tf.Tensor[], y: tf.Tensor2D, mask1: tf.Tensor2D, mask2: tf.Tensor2D, lr: number): number {
+    const B = y.shape[0];
+    const t = this.step + 1;
+    const correction = Math.sqrt(1 - ADAM_B2 ** t) / (1 - ADAM_B1 ** t);
+    const [, , mm, mv] = this.headVars;
+    const scalars = {
+      step_backbone: tf.scalar(lr * (this.cfg.backboneLr / this.cfg.lr) * correction),
+      step_head: tf.scalar(lr * correction),
+      decay_head: tf.scalar(lr * this.cfg.weightDecay),
+      unbias: tf.scalar(B / Math.max(1, B - 1)),
+      inv_batch: tf.scalar(1 / B),
+    };
+    const feeds: Record<string, tf.Tensor> = { ...scalars, y, mask1, mask2, mm, mv };
+    inputs.forEach((x, i) => (feeds[stepNames.part(i)] = x));
+    const trainable = this.trainable;
+    trainable.forEach((p, i) => {
+      const { m, v } = this.adam.get(p)!;
+      feeds[stepNames.param(i)] = p;
+      feeds[stepNames.m(i)] = m;
+      feeds[stepNames.v(i)] = v;
+    });
+    const out = graph.run(feeds);
+    tf.dispose(Object.values(scalars));
+    try {
+      const loss = Number.isFinite(out.grad_sum.dataSync()[0]) ? out.loss.dataSync()[0] : NaN;
+      if (Number.isFinite(loss)) {
+        this.step = t;
+        trainable.forEach((p, i) => {
+          const { m, v } = this.adam.get(p)!;
+          p.assign(out[stepNames.next(stepNames.param(i))]);
+          m.assign(out[stepNames.next(stepNames.m(i))]);
+          v.assign(out[stepNames.next(stepNames.v(i))]);
+        });
+        mm.assign(out[stepNames.next('mm')]);
+        mv.assign(out[stepNames.next('mv')]);
+      }
+      return loss;
+    } finally {
+      tf.dispose(Object.values(out));
+    }
   }
 
   private adamStep(grads: tf.NamedTensorMap, lr: number): void {
@@ -213,7 +335,7 @@ export class FineTuneTrainer {
         const { m, v } = this.adam.get(p)!;
         m.assign(tf.add(tf.mul(m, ADAM_B1), tf.mul(g, 1 - ADAM_B1)));
         v.assign(tf.add(tf.mul(v, ADAM_B2), tf.mul(tf.square(g), 1 - ADAM_B2)));
-        let next = tf.sub(p, tf.mul(tf.div(m, tf.add(tf.sqrt(v), ADAM_EPS)), rate * correction));
+        let next = tf.sub(p, tf.mul(tf.div(m, tf.add(tf.sqrt(v), this.cfg.adamEpsilon)), rate * correction));
         if (wd > 0 && kernels.has(p)) next = tf.sub(next, tf.mul(p, rate * wd));
         p.assign(next);
       }
@@ -227,7 +349,7 @@ export class FineTuneTrainer {
     const out = new Float32Array(set.n * NUM_CLASSES);
     for (let s = 0; s < set.n; s += batchSize) {
       const m = Math.min(batchSize, set.n - s);
-      const p = tf.tidy(() => tf.softmax(this.inferLogits(this.batchTensors(set, rows, views, s, m))));
+      const p = this.inferBatch(this.batchTensors(set, rows, views, s, m), 'probs');
       out.set(p.dataSync() as Float32Array, s * NUM_CLASSES);
       p.dispose();
     }
@@ -248,7 +370,7 @@ export class FineTuneTrainer {
       const data = new Float32Array(set.n * this.dim);
       for (let s = 0; s < set.n; s += batchSize) {
         const m = Math.min(batchSize, set.n - s);
-        const f = tf.tidy(() => this.features(this.batchTensors(set, rows, views, s, m)));
+        const f = this.inferBatch(this.batchTensors(set, rows, views, s, m), 'features');
         data.set(f.dataSync() as Float32Array, s * this.dim);
         f.dispose();
       }
@@ -279,6 +401,9 @@ export class FineTuneTrainer {
 
   /** Free the head and optimiser state but not the trunks (shared with another trainer). */
   disposeOwn(): void {
+    this.graphs?.step.dispose();
+    this.graphs?.infer.dispose();
+    this.graphs = null;
     tf.dispose(this.headVars);
     for (const { m, v } of this.adam.values()) tf.dispose([m, v]);
     this.adam.clear();
@@ -291,7 +416,8 @@ export class FineTuneTrainer {
 }
 
 export function resolveFineTuneConfig(cfg: Partial<FineTuneConfig>): FineTuneConfig {
-  const c = { ...resolveTrainConfig(cfg), backboneLr: cfg.backboneLr ?? 1e-4 };
+  const c = { ...resolveTrainConfig(cfg), backboneLr: cfg.backboneLr ?? 1e-4, adamEpsilon: cfg.adamEpsilon ?? 1e-7 };
   if (!(c.backboneLr > 0)) throw new Error(`fine-tune config backboneLr=${c.backboneLr}: expected a positive number`);
+  if (!(c.adamEpsilon > 0)) throw new Error(`fine-tune config adamEpsilon=${c.adamEpsilon}: expected a positive number`);
   return c;
 }

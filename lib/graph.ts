@@ -45,7 +45,7 @@ function proto(): any {
 const utf8 = (s: string) => new TextEncoder().encode(s);
 
 /** Builds a GraphDef node by node. Tensor names are `node:0`; every op gets its attributes spelt out in full. */
-class GraphBuilder {
+export class GraphBuilder {
   readonly pb = proto();
   readonly graph = new this.pb.GraphDef();
   private names = new Set<string>();
@@ -338,21 +338,25 @@ export const OUTPUT_KEY = 'output';
 /** The SavedModel (v1, frozen: weights as constants) bytes of a spec's graph. */
 export function savedModelBytes(spec: GraphSpec): Uint8Array {
   const g = new GraphBuilder();
-  const pb = g.pb;
   const inputShape = spec.inputShape ?? [32, 32, 3];
   const input = g.placeholder(INPUT_NAME, [-1, ...inputShape]);
   const x = spec.resizeTo ? resizeNormalizeOps(g, 'resize_normalize', input, spec.resizeTo) : input;
   const outs = emitFunctional(g, functionalConfig(spec.topology), [x], weightLookup(spec.weightSpecs, spec.weightData));
   if (outs.length !== 1) throw new Error(`graph: the model has ${outs.length} outputs (one supported)`);
   const output = g.op('Identity', OUTPUT_KEY, [outs[0]], { T: g.type('float32') });
+  return savedModelOf(g, { [INPUT_NAME]: { tensor: input, dims: [-1, ...inputShape] } }, { [OUTPUT_KEY]: output });
+}
 
+/** A v1 SavedModel holding `g` with one serving signature: named inputs (placeholders) and outputs. */
+export function savedModelOf(g: GraphBuilder, inputs: Record<string, { tensor: string; dims: number[] }>, outputs: Record<string, string>): Uint8Array {
+  const pb = g.pb;
   const versions = new pb.VersionDef();
   versions.setProducer(1800);
   g.graph.setVersions(versions);
 
   const info = (tensor: string, dims: number[] | undefined) => {
     const t = new pb.TensorInfo();
-    t.setName(`${tensor}:0`);
+    t.setName(tensor.includes(':') ? tensor : `${tensor}:0`);
     t.setDtype(pb.DataType.DT_FLOAT);
     const s = dims ? g.shape(dims) : new pb.TensorShape();
     if (!dims) s.setUnknownRank(true);
@@ -360,8 +364,8 @@ export function savedModelBytes(spec: GraphSpec): Uint8Array {
     return t;
   };
   const sig = new pb.SignatureDef();
-  sig.getInputsMap().set(INPUT_NAME, info(input, [-1, ...inputShape]));
-  sig.getOutputsMap().set(OUTPUT_KEY, info(output, undefined));
+  for (const [k, v] of Object.entries(inputs)) sig.getInputsMap().set(k, info(v.tensor, v.dims));
+  for (const [k, v] of Object.entries(outputs)) sig.getOutputsMap().set(k, info(v, undefined));
   sig.setMethodName('tensorflow/serving/predict');
 
   const meta = new pb.MetaGraphDef();
@@ -379,7 +383,11 @@ export function savedModelBytes(spec: GraphSpec): Uint8Array {
 
 /** Write the spec's SavedModel under `root/<label>-<key>/` once (atomic folder rename); returns the folder. */
 export function ensureSavedModel(spec: GraphSpec, root: string, label: string): string {
-  const key = `${label}-${graphKey(spec)}`;
+  return ensureSavedModelDir(`${label}-${graphKey(spec)}`, root, () => savedModelBytes(spec));
+}
+
+/** Write a SavedModel under `root/<key>/` once (atomic folder rename); returns the folder. */
+export function ensureSavedModelDir(key: string, root: string, bytes: () => Uint8Array): string {
   let dir = path.join(root, key);
   if (fs.existsSync(path.join(dir, 'saved_model.pb'))) return dir;
   // TF loads a SavedModel from disk: where the cache cannot be written (read-only DATA_DIR) use a temp folder.
@@ -388,7 +396,7 @@ export function ensureSavedModel(spec: GraphSpec, root: string, label: string): 
   const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
   fs.mkdirSync(path.join(tmp, 'variables'), { recursive: true });
   try {
-    writeFileAtomic(path.join(tmp, 'saved_model.pb'), savedModelBytes(spec));
+    writeFileAtomic(path.join(tmp, 'saved_model.pb'), bytes());
     try {
       fs.renameSync(tmp, dir);
     } catch (err) {

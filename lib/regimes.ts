@@ -10,6 +10,7 @@ import { bestEffortWrite } from './writable';
 import { BackboneName, BACKBONES, backboneArtifacts } from './backbones';
 import { ImageSet } from './data/cifar10';
 import { cutShapeOf, extractFeatures } from './features';
+import { loadFineTuned, storeFineTuned } from './finetune-cache';
 import { FineTuneConfig, FineTunePart, FineTuneSet, FineTuneTrainer, fineTuneBackendError, fineTuneSet, resolveFineTuneConfig } from './finetune';
 import { weightLookup } from './graph';
 import { columnStats, LabeledFeatures } from './labeled-features';
@@ -61,6 +62,8 @@ export interface FineTuned {
   /** The fine-tuned weights by backbone (only the trained layers), to put into the saved model. */
   backboneWeights(): Promise<Partial<Record<BackboneName, Map<string, Float32Array>>>>;
   trainableParameters: number;
+  /** Set when the weights came from the fine-tuned cache (lib/finetune-cache.ts) instead of training. */
+  reused?: { savedAt: string };
   dispose(): void;
 }
 
@@ -68,35 +71,64 @@ export interface FineTuned {
  * Train the top blocks (the parts with a cut) together with the head, through the project's training loop:
  * cosine schedule, backbone blocks at `backboneLr`, early stopping restoring the best epoch, NaN stop, run log.
  */
-export async function fineTune(train: FineTuneSet, val: FineTuneSet, config: Partial<FineTuneConfig>, opts: TrainOptions & { backbonesDir?: string } = {}): Promise<FineTuned> {
+export async function fineTune(
+  train: FineTuneSet, val: FineTuneSet, config: Partial<FineTuneConfig>,
+  opts: TrainOptions & { backbonesDir?: string; cache?: { root: string; key: string; retrain?: boolean } } = {},
+): Promise<FineTuned> {
   const why = fineTuneBackendError(tf.getBackend());
   if (why) throw new Error(why);
   const cfg = resolveFineTuneConfig(config);
+  const log = opts.log ?? (() => {});
   const t0 = Date.now();
   const trunks = await buildTrunks(train.parts.map((p) => p.backbone), train.parts.map((p) => p.cut), opts.backbonesDir);
   const dims = train.parts.map((p, i) => (trunks[i] ? pooledDim(trunks[i]!, p.shape) : p.data.dim));
   const shapes = train.parts.map((p) => p.shape);
-  // BN's moving statistics start at the initial features' (on validation: a forward pass of 5,000, not 90,000).
-  const probe = new FineTuneTrainer(trunks, shapes, dims, cfg);
-  const init = columnStats(probe.pooledFeatures({ ...val, views: 1 }));
-  probe.disposeOwn();
-  const trainer = new FineTuneTrainer(trunks, shapes, dims, cfg, init);
+  const hit = opts.cache && !opts.cache.retrain ? loadFineTuned(opts.cache.root, opts.cache.key, log) : null;
+  let trainer: FineTuneTrainer;
+  if (hit) {
+    trainer = await new FineTuneTrainer(trunks, shapes, dims, cfg).prepare();
+    trainer.setWeights(hit.weights);
+    tf.dispose(hit.weights);
+  } else {
+    // BN's moving statistics start at the initial features' (on validation: a forward pass of 5,000, not 90,000).
+    const probe = await new FineTuneTrainer(trunks, shapes, dims, cfg).prepare();
+    const init = columnStats(probe.pooledFeatures({ ...val, views: 1 }));
+    probe.disposeOwn();
+    trainer = await new FineTuneTrainer(trunks, shapes, dims, cfg, init).prepare();
+  }
   const summary = (s: FineTuneSet) => ({ n: s.n, dim: trainer.dim, views: s.views });
   const label = opts.label ?? `fine-tune ${train.parts.filter((p) => p.cut).map((p) => `${p.backbone} from ${p.cut}`).join(', ')}`;
   try {
-    const { epochData: _perEpochData, ...loopOpts } = opts; // fine-tuning trains on its cached views only
-    const result = await fit(trainer, train, val, summary(train), summary(val), cfg, {
-      ...loopOpts,
-      label,
-      kind: 'fine-tune',
-      run: {
-        slug: 'fine-tune',
-        ...opts.run,
-        data: { cuts: train.parts.map((p) => ({ backbone: p.backbone, cut: p.cut, shape: p.shape })), backboneLr: cfg.backboneLr, trainableParameters: trainer.trainableParameters, ...opts.run?.data },
-      },
-    }, t0);
+    let result: FineTuned['result'];
+    if (hit) {
+      result = hit.result;
+      log(`fine-tuning: reused the weights trained ${hit.savedAt}${result.runId ? ` (run ${result.runId})` : ''} from the same images, backbones, cuts, views and settings; --retrain trains again`);
+    } else {
+      const { epochData: _perEpochData, cache: _cache, ...loopOpts } = opts; // fine-tuning trains on its cached views only
+      result = await fit(trainer, train, val, summary(train), summary(val), cfg, {
+        ...loopOpts,
+        label,
+        kind: 'fine-tune',
+        run: {
+          slug: 'fine-tune',
+          ...opts.run,
+          data: { cuts: train.parts.map((p) => ({ backbone: p.backbone, cut: p.cut, shape: p.shape })), backboneLr: cfg.backboneLr, trainableParameters: trainer.trainableParameters, engine: trainer.engine, ...opts.run?.data },
+        },
+      }, t0);
+      if (opts.cache && Number.isFinite(result.bestValAcc)) {
+        const ws = trainer.weights();
+        try {
+          await storeFineTuned(opts.cache.root, opts.cache.key, ws, result);
+        } catch (err) {
+          log(`fine-tuning: the trained weights were not cached (${err instanceof Error ? err.message : err}); a re-run trains again`);
+        } finally {
+          tf.dispose(ws);
+        }
+      }
+    }
     return {
       result,
+      reused: hit ? { savedAt: hit.savedAt } : undefined,
       head: trainer.toHead(),
       config: cfg,
       features: (s) => trainer.pooledFeatures(s),
@@ -190,7 +222,7 @@ export async function estimateSeconds(
   const trunks = await buildTrunks(backbones, cuts, opts.backbonesDir);
   const dims = shapes.map((s, i) => (trunks[i] ? pooledDim(trunks[i]!, s) : s[0]));
   const cfg = resolveFineTuneConfig({ batchSize: w.batchSize, epochs: 1 });
-  const t = new FineTuneTrainer(trunks, shapes, dims, cfg);
+  const t = await new FineTuneTrainer(trunks, shapes, dims, cfg).prepare();
   try {
     const B = w.batchSize;
     const batch = () => shapes.map((s) => tf.randomUniform([B, ...s], 0, 1));

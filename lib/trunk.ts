@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BackboneName } from './backbones';
 import { loadedNative } from './native';
 
-type Layer = { name: string; class_name: string; config: any; inbound_nodes: any[] };
+export type Layer = { name: string; class_name: string; config: any; inbound_nodes: any[] };
 
 function functionalLayers(topology: any): { layers: Layer[]; output_layers: any[] } {
   const cfg = topology.model_config ?? topology;
@@ -60,40 +60,44 @@ export function prefixTopology(topology: any, cut: string): any {
 export function cutShape(topology: any, cut: string, resolution: number): [number, number, number] {
   const shapes = new Map<string, [number, number, number]>();
   for (const l of functionalLayers(topology).layers) {
-    const c = l.config;
-    const ins = (l.inbound_nodes[0] ?? []).map((r: any[]) => shapes.get(r[0])!);
-    let s: [number, number, number];
-    const conv = (k: number[], st: number[], ch: number): [number, number, number] => {
-      const [h, w] = ins[0];
-      const out = (x: number, i: number) => (c.padding === 'valid' ? Math.floor((x - k[i]) / st[i]) + 1 : Math.ceil(x / st[i]));
-      return [out(h, 0), out(w, 1), ch];
-    };
-    switch (l.class_name) {
-      case 'InputLayer':
-        s = [resolution, resolution, 3];
-        break;
-      case 'Conv2D':
-        s = conv(c.kernel_size, c.strides, c.filters);
-        break;
-      case 'DepthwiseConv2D':
-        s = conv(c.kernel_size, c.strides, ins[0][2] * (c.depth_multiplier ?? 1));
-        break;
-      case 'ZeroPadding2D': {
-        const p = c.padding;
-        const [[t, b], [lft, r]] = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p[0]) ? p : [[p[0], p[0]], [p[1], p[1]]];
-        s = [ins[0][0] + t + b, ins[0][1] + lft + r, ins[0][2]];
-        break;
-      }
-      case 'GlobalAveragePooling2D':
-        s = [1, 1, ins[0][2]];
-        break;
-      default: // elementwise: ReLU, Activation, Add, BatchNormalization
-        s = ins[0];
-    }
+    const s: [number, number, number] = l.class_name === 'InputLayer'
+      ? [resolution, resolution, 3]
+      : layerOutputShape(l, (l.inbound_nodes[0] ?? []).map((r: any[]) => shapes.get(r[0])!));
     shapes.set(l.name, s);
     if (l.name === cut) return s;
   }
   throw new Error(`cut layer ${cut} not found in the backbone`);
+}
+
+/** Per-image output shape [h, w, c] of one layer given its inputs' (pooling gives [1, 1, c]). */
+export function layerOutputShape(l: Layer, ins: [number, number, number][]): [number, number, number] {
+  const c = l.config;
+  const conv = (k: number[], st: number[], ch: number): [number, number, number] => {
+    const [h, w] = ins[0];
+    const out = (x: number, i: number) => (c.padding === 'valid' ? Math.floor((x - k[i]) / st[i]) + 1 : Math.ceil(x / st[i]));
+    return [out(h, 0), out(w, 1), ch];
+  };
+  switch (l.class_name) {
+    case 'Conv2D':
+      return conv(c.kernel_size, c.strides, c.filters);
+    case 'DepthwiseConv2D':
+      return conv(c.kernel_size, c.strides, ins[0][2] * (c.depth_multiplier ?? 1));
+    case 'ZeroPadding2D': {
+      const [[t, b], [lft, r]] = paddingPairs(c.padding);
+      return [ins[0][0] + t + b, ins[0][1] + lft + r, ins[0][2]];
+    }
+    case 'GlobalAveragePooling2D':
+      return [1, 1, ins[0][2]];
+    default: // elementwise: ReLU, Activation, Add, BatchNormalization
+      return ins[0];
+  }
+}
+
+/** ZeroPadding2D's padding as [[top, bottom], [left, right]]. */
+export function paddingPairs(p: number | number[] | number[][]): [[number, number], [number, number]] {
+  if (typeof p === 'number') return [[p, p], [p, p]];
+  if (Array.isArray(p[0])) return p as [[number, number], [number, number]];
+  return [[p[0] as number, p[0] as number], [p[1] as number, p[1] as number]];
 }
 
 /** The layers after `cut` up to the (pooled) output, in topological order. */
@@ -143,7 +147,7 @@ function nativeOp(name: string, inputs: tf.Tensor[]): tf.Tensor {
   return (tf.backend() as any).executeSingleOutput(name, [kb.createTensorsTypeOpAttr('T', 'float32')], inputs);
 }
 
-const SUPPORTED = ['Conv2D', 'DepthwiseConv2D', 'ReLU', 'Activation', 'Add', 'GlobalAveragePooling2D', 'ZeroPadding2D'];
+export const SUPPORTED = ['Conv2D', 'DepthwiseConv2D', 'ReLU', 'Activation', 'Add', 'GlobalAveragePooling2D', 'ZeroPadding2D'];
 
 /**
  * The trunk: the suffix layers with their weights as variables. `forward` maps the cut activation [B,h,w,c] to the
@@ -217,9 +221,8 @@ export class Trunk {
           y = ins.length === 2 ? tf.add(ins[0], ins[1]) : tf.addN(ins);
           break;
         case 'ZeroPadding2D': {
-          const p = c.padding as number[][] | number[] | number;
-          const pp = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p[0]) ? (p as number[][]) : [[p[0] as number, p[0] as number], [p[1] as number, p[1] as number]];
-          y = tf.pad(ins[0], [[0, 0], pp[0] as [number, number], pp[1] as [number, number], [0, 0]]);
+          const pp = paddingPairs(c.padding);
+          y = tf.pad(ins[0], [[0, 0], pp[0], pp[1], [0, 0]]);
           break;
         }
         default: // GlobalAveragePooling2D

@@ -89,3 +89,41 @@ async function main() {
 if (require.main === module) {
   runCli(main);
 }
+
+/** One fine-tuning step (npm start's top-4 regime: MobileNetV2 blocks 13-16 + Conv_1 + head, v1's 768 features beside). */
+export interface FineTuneStepBench {
+  cut: string;
+  batchSize: number;
+  /** Milliseconds per step, as one TF graph call (the default) and op by op (tfjs eager autodiff). */
+  graphMs: number;
+  eagerMs: number;
+}
+
+/** ms per training step of each engine, on random activations of the cut's shape (speed does not depend on values). */
+export async function benchFineTuneStep(backbonesDir?: string, batchSize = 128, steps = 10): Promise<FineTuneStepBench> {
+  const { backboneArtifacts } = await import('../lib/backbones');
+  const { FineTuneTrainer, resolveFineTuneConfig } = await import('../lib/finetune');
+  const { weightLookup } = await import('../lib/graph');
+  const { Trunk, cutLayer, cutShape } = await import('../lib/trunk');
+  const a = await backboneArtifacts('mobilenet_v2', { dir: backbonesDir });
+  const cut = cutLayer('mobilenet_v2', a.topology, 4);
+  const shape = cutShape(a.topology, cut, 160);
+  const cfg = resolveFineTuneConfig({ batchSize });
+  const ms: Record<'graph' | 'eager', number> = { graph: 0, eager: 0 };
+  for (const engine of ['graph', 'eager'] as const) {
+    const t = await new FineTuneTrainer([new Trunk(a.topology, cut, weightLookup(a.weightSpecs, a.weightData)), null], [shape, [768]], [1280, 768], cfg, undefined, engine).prepare();
+    const batch = () => [tf.randomUniform([batchSize, ...shape], 0, 1), tf.randomUniform([batchSize, 768])];
+    const y = new Float32Array(batchSize * 10).fill(0.1);
+    for (let k = 0; k < 3; k++) t.trainStep(batch(), y, 1e-4); // graph loading, kernel set-up
+    let spent = 0;
+    for (let k = 0; k < steps; k++) {
+      const inputs = batch(); // made outside the timed part
+      const t0 = performance.now();
+      t.trainStep(inputs, y, 1e-4);
+      spent += performance.now() - t0;
+    }
+    ms[engine] = +(spent / steps).toFixed(1);
+    t.dispose();
+  }
+  return { cut, batchSize, graphMs: ms.graph, eagerMs: ms.eager };
+}

@@ -23,7 +23,7 @@ import { extractFeatures, terminateFeaturePool } from '../lib/features';
 import { assembleModel, buildHead, loadModel, predictPixels, saveModel } from '../lib/model';
 import { dataDir } from '../lib/paths';
 import { rng } from '../lib/random';
-import { benchHead, HeadBench } from './bench-train';
+import { benchFineTuneStep, benchHead, FineTuneStepBench, HeadBench } from './bench-train';
 import { VENV as KERAS_VENV } from './export-keras';
 
 const OPTIONS = {
@@ -46,6 +46,8 @@ interface BackendResult {
   features: FeatureRow[];
   head: HeadBench;
   predict: { images: number; imagesPerSec: number };
+  /** tensorflow only (wasm has no convolution backprop kernels). */
+  fineTuneStep?: FineTuneStepBench;
   load1: number;
 }
 
@@ -112,10 +114,11 @@ async function measure(a: Args): Promise<BackendResult> {
   const predict = { images: pn, imagesPerSec: +(pn / ((performance.now() - t0) / 1000)).toFixed(1) };
   model.dispose();
   fs.rmSync(dir, { recursive: true, force: true });
-  return { backend: backend.name, summary: backend.summary, features, head, predict, load1: +os.loadavg()[0].toFixed(2) };
+  const fineTuneStep = backend.name === 'tensorflow' && findBackboneDir('mobilenet_v2') ? await benchFineTuneStep() : undefined;
+  return { backend: backend.name, summary: backend.summary, features, head, predict, fineTuneStep, load1: +os.loadavg()[0].toFixed(2) };
 }
 
-interface PeerResult { tensorflow: string; keras: string; features: { backbone: string; resolution: number; imagesPerSec: number }[]; headEpochSeconds: number }
+interface PeerResult { tensorflow: string; keras: string; features: { backbone: string; resolution: number; imagesPerSec: number }[]; headEpochSeconds: number; fineTuneStepMs?: number }
 
 /** Keras in graph mode on the same backbones (scripts/peer_keras_bench.py in the export:keras venv), or why not. */
 function runPeer(a: Args): PeerResult | string {
@@ -190,6 +193,12 @@ async function main(): Promise<void> {
   rows.push([`head epoch (trainer), ${Number(a['head-n']).toLocaleString()} x 2048`, ...results.map((r) => `${r.head.trainerSeconds.toFixed(2)} s${r === ref || !ref ? '' : ` (${(ref.head.trainerSeconds / r.head.trainerSeconds).toFixed(1)}x faster)`}`)]);
   rows.push(['head epoch (tfjs fit, extrapolated)', ...results.map((r) => `${r.head.fitSeconds.toFixed(1)} s`)]);
   rows.push([`end-to-end predict, ${a['predict-n']} images`, ...results.map((r) => `${r.predict.imagesPerSec.toFixed(0)} img/s${r === ref ? '' : ratio(r.predict.imagesPerSec, ref?.predict.imagesPerSec)}`)]);
+  const ft = results.find((r) => r.fineTuneStep)?.fineTuneStep;
+  if (ft) {
+    rows.push([`fine-tune step, V2 from ${ft.cut}, batch ${ft.batchSize}`, ...results.map((r) => (r.fineTuneStep
+      ? `${r.fineTuneStep.graphMs} ms graph, ${r.fineTuneStep.eagerMs} ms eager (${(r.fineTuneStep.eagerMs / r.fineTuneStep.graphMs).toFixed(1)}x)`
+      : 'no conv backprop kernels'))]);
+  }
   const widths = [0, ...results.map(() => 0)].map((_, i) => Math.max(...[['', ...results.map((r) => r.backend)], ...rows].map((r) => r[i].length)));
   const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ');
   console.log(`\n${fmt(['', ...results.map((r) => r.backend)])}\n${fmt(widths.map((w) => '-'.repeat(w)))}\n${rows.map(fmt).join('\n')}`);
@@ -204,6 +213,10 @@ async function main(): Promise<void> {
       console.log(`  features ${f.backbone} ${f.resolution}px: ${f.imagesPerSec.toFixed(0)} img/s${vs(mine, f.imagesPerSec)}`);
     }
     console.log(`  head epoch (Keras fit): ${peer.headEpochSeconds.toFixed(2)} s${tfr ? ` (ours ${(peer.headEpochSeconds / tfr.head.trainerSeconds).toFixed(2)}x faster)` : ''}`);
+    if (peer.fineTuneStepMs) {
+      const mine = tfr?.fineTuneStep?.graphMs;
+      console.log(`  fine-tune step (Keras train_on_batch, same layers from the same cut, batch 128): ${peer.fineTuneStepMs.toFixed(1)} ms${mine ? ` (ours ${(peer.fineTuneStepMs / mine).toFixed(2)}x faster)` : ''}`);
+    }
   }
   writeJsonAtomic(file, { date: new Date().toISOString(), cores, cpu: os.cpus()[0]?.model, options: { ...a, child: undefined }, results, failed, peer });
   console.log(`\nwrote ${file} (figures mean something only when the load average stayed near or below ${cores})`);

@@ -6,7 +6,8 @@
 // Smoke run:  npm start -- --train-limit 2000 --val-limit 500 --test-limit 1000 --epochs 3 --sweep-epochs 2
 // Options come from flags or the matching env vars (TRAIN_LIMIT, BACKBONES, ...); `npm start -- --help` lists them.
 import { BackendChoice, initBackend } from '../lib/backend';
-import { fineTuneBackendError } from '../lib/finetune';
+import { fineTuneBackendError, resolveFineTuneConfig } from '../lib/finetune';
+import { fineTuneKey } from '../lib/finetune-cache';
 import { DEFAULT_TRAIN } from '../lib/head-trainer';
 import { chooseRegime, choiceFile, cutsFor, fineTune, fineTuneDataFor, regimeName, rememberChoice, rememberedChoice } from '../lib/regimes';
 import { loadCifar10 } from '../lib/data/cifar10';
@@ -206,9 +207,11 @@ async function fineTuneMain(
   const testSet = await timed(`cached data test (${ev.join('+')})`, () => fineTuneDataFor(splits.testFull, ev, cuts, backbones, fo));
   const lr = p.lr ?? DEFAULT_TRAIN.lr;
   const dropout = p.dropout ?? DEFAULT_TRAIN.dropout;
-  const ft = await timed(`fine-tuning (${p.fineTuneEpochs} epochs)`, () =>
-    fineTune(train, valSet, { units: p.units, seed: p.seed, lr, dropout, backboneLr: p.backboneLr, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize }, {
+  const ftConfig = { units: p.units, seed: p.seed, lr, dropout, backboneLr: p.backboneLr, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize };
+  const ft = await timed(`fine-tuning (${p.fineTuneEpochs} epochs)`, async () =>
+    fineTune(train, valSet, ftConfig, {
       backend: c.backend.name, saveRun: true, log: (l) => console.log(l), run: { data: { ...runData(p), trainViews: views, trainableBlocks: blocks } },
+      cache: { root: fo.cacheDir ?? dataDir('cache'), key: await fineTuneKey({ train: splits.train, val: splits.val, backbones, cuts, resolution: p.resolution, views, config: resolveFineTuneConfig(ftConfig), backbonesDir: fo.backbonesDir }), retrain: p.retrain },
     }),
   );
   try {
@@ -228,7 +231,7 @@ async function fineTuneMain(
     if (ft.result.runId) updateRun(ft.result.runId, { testAccuracy: headline(evals.testExact), metrics: metricsOf(evals) });
     printSummary({
       backend: c.backend.summary,
-      model: `${regime.name} (${what}; ${ft.trainableParameters.toLocaleString('en')} trainable parameters) @ ${p.resolution}px -> head(units ${p.units}, dropout ${dropout}, lr ${lr}, backbone lr ${p.backboneLr}); best epoch ${ft.result.bestEpoch}/${ft.result.history.length}; run ${ft.result.runId}`,
+      model: `${regime.name} (${what}; ${ft.trainableParameters.toLocaleString('en')} trainable parameters) @ ${p.resolution}px -> head(units ${p.units}, dropout ${dropout}, lr ${lr}, backbone lr ${p.backboneLr}); best epoch ${ft.result.bestEpoch}/${ft.result.history.length}; run ${ft.result.runId}${ft.reused ? ` (weights reused from the fine-tuned cache, trained ${ft.reused.savedAt})` : ''}`,
       saved, evals, splits, tta: p.tta, timings: c.timings, tStart: c.tStart, extra: [],
     });
   } finally {

@@ -4,7 +4,9 @@ Run by `npm run bench -- --peer` in data/tools/keras-venv (the venv `npm run exp
 backbone weights (the tfjs layers models, loaded into tf-keras by the tensorflowjs package), the same arithmetic
 (x / 127.5 - 1, bilinear resize with half-pixel centres, global average pooling) inside one tf.function, batch 100;
 and the seed's head (BN, dropout, Dense 256 ReLU, dropout, softmax) trained one epoch by Keras `fit` (graph mode) over
-45,000 x 2,048 random features. Prints one JSON line.
+45,000 x 2,048 random features; and one fine-tuning step of npm start's top-4 regime (MobileNetV2's layers after
+block_12_add with their weights, pooled, concatenated with 768 frozen features, the seed's head) by Keras
+`train_on_batch` at batch 128 on random activations. Prints one JSON line.
 """
 import argparse
 import json
@@ -34,6 +36,37 @@ def rebuilt(backbones_dir: str, name: str, resolution: int) -> tf_keras.Model:
     x = tf_keras.layers.Rescaling(1 / 127.5, -1)(x_in)
     x = tf_keras.layers.Resizing(resolution, resolution, "bilinear")(x)
     return tf_keras.Model(x_in, tf_keras.layers.GlobalAveragePooling2D()(free(x)))
+
+
+def finetune_step_ms(backbones_dir: str, resolution: int, cut: str = "block_12_add", batch: int = 128, steps: int = 10) -> float:
+    """Milliseconds per Keras training step of the layers after `cut` (applied to a new input) + the seed's head."""
+    net = keras_tfjs_loader.load_keras_model(os.path.join(backbones_dir, FOLDER["mobilenet_v2"], "model.json"))
+    names = [l.name for l in net.layers]
+    side = resolution // 16  # block_12_add is at stride 16
+    x_in = tf_keras.Input((side, side, net.get_layer(cut).output.shape[-1]))
+    values = {cut: x_in}
+    for layer in net.layers[names.index(cut) + 1 :]:
+        inbound = layer.inbound_nodes[0].inbound_layers
+        args = [values[l.name] for l in (inbound if isinstance(inbound, list) else [inbound])]
+        values[layer.name] = layer(args if len(args) > 1 else args[0])
+        if layer.name == FEATURE_LAYER["mobilenet_v2"]:
+            break
+    frozen = tf_keras.Input((768,))
+    pooled = tf_keras.layers.GlobalAveragePooling2D()(values[FEATURE_LAYER["mobilenet_v2"]])
+    h = tf_keras.layers.Concatenate()([frozen, pooled])
+    h = tf_keras.layers.Dropout(0.35)(tf_keras.layers.BatchNormalization(center=False, scale=False)(h))
+    h = tf_keras.layers.Dropout(0.35)(tf_keras.layers.Dense(256, activation="relu")(h))
+    model = tf_keras.Model([x_in, frozen], tf_keras.layers.Dense(10, activation="softmax")(h))
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
+    rng = np.random.default_rng(2)
+    x = [rng.random((batch, side, side, x_in.shape[-1]), dtype="float32"), rng.random((batch, 768), dtype="float32")]
+    y = tf_keras.utils.to_categorical(np.arange(batch) % 10, 10)
+    for _ in range(3):
+        model.train_on_batch(x, y)  # trace + warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return round((time.perf_counter() - t0) / steps * 1000, 1)
 
 
 def main() -> None:
@@ -69,6 +102,8 @@ def main() -> None:
     t0 = time.perf_counter()
     head.fit(x, y, batch_size=256, epochs=1, verbose=0)
     out["headEpochSeconds"] = round(time.perf_counter() - t0, 2)
+    if "mobilenet_v2" in a.backbones.split(","):
+        out["fineTuneStepMs"] = finetune_step_ms(a.backbones_dir, a.resolution)
     print("PEER_JSON " + json.dumps(out))
 
 

@@ -15,7 +15,8 @@ import { backboneArtifacts, BACKBONES } from '../lib/backbones';
 import { parseSetting } from '../lib/config';
 import { ImageSet } from '../lib/data/cifar10';
 import { cacheFolder, cutShapeOf, extractFeatures } from '../lib/features';
-import { fineTuneBackendError, FineTuneTrainer, resolveFineTuneConfig } from '../lib/finetune';
+import { fineTuneKey } from '../lib/finetune-cache';
+import { fineTuneBackendError, fineTuneSet, FineTuneTrainer, resolveFineTuneConfig } from '../lib/finetune';
 import { weightLookup } from '../lib/graph';
 import { loadModel, predictPixels } from '../lib/model';
 import { PROJECT_ROOT } from '../lib/paths';
@@ -158,8 +159,37 @@ test('fine-tuning trains the trunk and the head, and the saved end-to-end model 
   assert.deepEqual(trainData.parts.map((p) => p.cut), [null, 'block_15_add']);
   const a = await backboneArtifacts('mobilenet_v2', { dir: REAL });
   const pretrained = weightLookup(a.weightSpecs, a.weightData)('Conv_1/kernel').values;
-  const ft = await fineTune(trainData, valData, { epochs: 3, batchSize: 16, lr: 1e-3, backboneLr: 1e-3, units: 32, dropout: 0.1, patience: 0 }, { progress: false, backbonesDir: REAL });
+  const config = { epochs: 3, batchSize: 16, lr: 1e-3, backboneLr: 1e-3, units: 32, dropout: 0.1, patience: 0 };
+  const keyOf = (c: object, tr = train) => fineTuneKey({ train: tr, val, backbones: [...backbones], cuts, resolution: RES, views: ['plain', 'flip'], config: resolveFineTuneConfig(c), backbonesDir: REAL });
+  const key = await keyOf(config);
+  assert.equal(await keyOf(config), key, 'the key is a function of the inputs');
+  assert.notEqual(await keyOf({ ...config, backboneLr: 2e-3 }), key, 'a setting is part of the key');
+  assert.notEqual(await keyOf(config, imageSet(64, 99)), key, 'the pixels are part of the key');
+  const cache = { root: fs.mkdtempSync(path.join(os.tmpdir(), 'ft-cache-')), key };
+  const ft = await fineTune(trainData, valData, config, { progress: false, backbonesDir: REAL, cache });
   try {
+    assert.equal(ft.reused, undefined, 'the first run trains');
+    // The re-run with the same inputs loads the weights: same history, same predictions, no training.
+    const lines: string[] = [];
+    const again = await fineTune(trainData, valData, config, { progress: false, backbonesDir: REAL, cache, log: (l) => lines.push(l) });
+    try {
+      assert.ok(again.reused, 'the second run reuses the cached weights');
+      assert.match(lines.join('\n'), /^fine-tuning: reused the weights trained .* --retrain trains again$/m);
+      assert.deepEqual(again.result.history, ft.result.history);
+      assert.ok(maxAbsDiff(again.features(valData).views[0], ft.features(valData).views[0]) < 1e-6, 'reused trunk == trained trunk');
+    } finally {
+      again.dispose();
+      again.head.dispose();
+    }
+    // A damaged entry is said once and trained again, not trusted.
+    const bin = path.join(cache.root, 'fine-tuned', key, 'weights.bin');
+    fs.truncateSync(bin, 100);
+    const warned: string[] = [];
+    const third = await fineTune(trainData, valData, config, { progress: false, backbonesDir: REAL, cache, log: (l) => warned.push(l) });
+    assert.equal(third.reused, undefined);
+    assert.match(warned[0], /^fine-tuned cache \S+ is unreadable \(weights.bin has 100 bytes, expected \d+\): training again$/);
+    third.dispose();
+    third.head.dispose();
     assert.equal(ft.result.history.length, 3);
     assert.ok(ft.result.history[2].loss < ft.result.history[0].loss, `training loss falls: ${ft.result.history.map((h) => h.loss.toFixed(3))}`);
     const tuned = (await ft.backboneWeights()).mobilenet_v2!;
@@ -201,19 +231,67 @@ test('on a backend without convolution backprop, fine-tuning stops before any wo
   assert.doesNotMatch(r.stdout, /^data:/m, 'no data was loaded');
 });
 
-test('FineTuneTrainer refuses a non-finite loss without touching the weights', { skip: SKIP_REAL }, async (t) => {
+for (const engine of ['graph', 'eager'] as const) {
+  test(`FineTuneTrainer (${engine}) refuses a non-finite loss without touching the weights`, { skip: SKIP_REAL }, async (t) => {
+    if (needsTf()) return t.skip(needsTf() as string);
+    const a = await backboneArtifacts('mobilenet_v2', { dir: REAL });
+    const trunk = new Trunk(a.topology, 'block_15_add', weightLookup(a.weightSpecs, a.weightData));
+    const tr = await new FineTuneTrainer([trunk], [[2, 2, 160]], [1280], resolveFineTuneConfig({ batchSize: 4, units: 8 }), undefined, engine).prepare();
+    const before = tr.weights();
+    const bad = new Float32Array(4 * 2 * 2 * 160).fill(NaN);
+    const loss = tr.trainStep([tf.tensor4d(bad, [4, 2, 2, 160])], new Float32Array(40).fill(0.1), 1e-3);
+    assert.ok(Number.isNaN(loss), `loss ${loss}`);
+    const after = tr.weights();
+    for (let i = 0; i < before.length; i++) assert.equal(maxAbsDiff(before[i].dataSync(), after[i].dataSync()), 0);
+    tf.dispose([...before, ...after]);
+    tr.dispose();
+  });
+}
+
+test('the training step as one TF graph computes the eager step: loss, every weight, BN statistics, predictions', { skip: SKIP_REAL }, async (t) => {
   if (needsTf()) return t.skip(needsTf() as string);
+  // V2 from block_12_add (blocks 13-16 + Conv_1: padding, stride 2, residual adds, ReLU6, pooling) next to a frozen
+  // 24-d part (the concat and its split), with dropout and weight decay on: every path of the graph is exercised.
+  // Adam's epsilon is large here so that the update is linear in the gradient: with 1e-7 the first steps move each
+  // weight by ~lr * sign(gradient), and a gradient of float-noise size would flip between the two engines.
   const a = await backboneArtifacts('mobilenet_v2', { dir: REAL });
-  const trunk = new Trunk(a.topology, 'block_15_add', weightLookup(a.weightSpecs, a.weightData));
-  const tr = new FineTuneTrainer([trunk], [[2, 2, 160]], [1280], resolveFineTuneConfig({ batchSize: 4, units: 8 }));
-  const before = tr.weights();
-  const bad = new Float32Array(4 * 2 * 2 * 160).fill(NaN);
-  const loss = tr.trainStep([tf.tensor4d(bad, [4, 2, 2, 160])], new Float32Array(40).fill(0.1), 1e-3);
-  assert.ok(Number.isNaN(loss));
-  const after = tr.weights();
-  for (let i = 0; i < before.length; i++) assert.equal(maxAbsDiff(before[i].dataSync(), after[i].dataSync()), 0);
-  tf.dispose([...before, ...after]);
-  tr.dispose();
+  const cfg = resolveFineTuneConfig({ batchSize: 6, units: 16, dropout: 0.3, weightDecay: 0.1, backboneLr: 3e-2, lr: 1e-1, seed: 5, adamEpsilon: 1 });
+  const shapes = [[4, 4, 96], [24]];
+  const make = (engine: 'graph' | 'eager') => new FineTuneTrainer([new Trunk(a.topology, 'block_12_add', weightLookup(a.weightSpecs, a.weightData)), null], shapes, [1280, 24], cfg, undefined, engine).prepare();
+  const [g, e] = [await make('graph'), await make('eager')];
+  const random = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.max(0, Math.sin(i * 12.9898 + seed * 78.233) * 3)); // ReLU-like activations
+  const y = new Float32Array(6 * 10).fill(0.01);
+  for (let j = 0; j < 6; j++) y[j * 10 + (j % 10)] = 0.91;
+  const losses: [number, number][] = [];
+  for (let step = 0; step < 3; step++) {
+    const x0 = random(6 * 4 * 4 * 96, step);
+    const x1 = random(6 * 24, step + 100);
+    const batch = () => [tf.tensor4d(x0, [6, 4, 4, 96]), tf.tensor2d(x1, [6, 24])];
+    losses.push([g.trainStep(batch(), y, 0.05), e.trainStep(batch(), y, 0.05)]);
+  }
+  for (const [lg, le] of losses) assert.ok(Number.isFinite(lg) && Math.abs(lg - le) < 1e-4 * Math.max(1, Math.abs(le)), `loss graph ${lg} vs eager ${le}`);
+  assert.notEqual(losses[0][0], losses[2][0], 'the steps changed the model');
+  const [wg, we] = [g.weights(), e.weights()];
+  const init = new Trunk(a.topology, 'block_12_add', weightLookup(a.weightSpecs, a.weightData));
+  let moved = 0;
+  for (let i = 0; i < wg.length; i++) {
+    const [dg, de] = [wg[i].dataSync(), we[i].dataSync()];
+    const scale = Array.from(de).reduce((m, x) => Math.max(m, Math.abs(x)), 1e-3);
+    assert.ok(maxAbsDiff(dg, de) <= 1e-4 * scale, `weight ${i} (${wg[i].shape}): graph and eager differ by ${maxAbsDiff(dg, de)}`);
+    if (i < init.variables.length) moved = Math.max(moved, maxAbsDiff(dg, init.variables[i].dataSync()));
+  }
+  assert.ok(moved > 1e-5, `the trunk weights moved (${moved})`);
+  const set = fineTuneSet(shapes.map((s, i) => {
+    const dim = s.reduce((p, q) => p * q, 1);
+    return { backbone: (['mobilenet_v2', 'mobilenet_v1_0.75'] as const)[i], cut: i === 0 ? 'block_12_add' : null, shape: s, data: { views: [random(7 * dim, 50 + i)], labels: new Uint8Array(7), n: 7, dim } };
+  }));
+  assert.ok(maxAbsDiff(g.predict(set), e.predict(set)) < 1e-5, 'inference graph == eager predictions');
+  const [fg, fe] = [g.pooledFeatures(set).views[0], e.pooledFeatures(set).views[0]];
+  assert.ok(maxAbsDiff(fg, fe) < 1e-4 * Array.from(fe).reduce((m, x) => Math.max(m, Math.abs(x)), 1), 'inference graph == eager features');
+  tf.dispose([...wg, ...we]);
+  init.dispose();
+  g.dispose();
+  e.dispose();
 });
 
 test('npm start\'s regime choice: the best candidate whose measured estimate fits the budget, else frozen', { skip: SKIP_REAL }, async (t) => {
@@ -255,4 +333,11 @@ test('an auto choice is remembered: the re-run uses the same regime (its cached 
   assert.doesNotMatch(second.stdout, /choose regime \(timing probes\)/, 'no probes the second time');
   assert.match(second.stdout, /fine-tuning data: .*\n/);
   assert.doesNotMatch(second.stdout + second.stderr, /\d+ computed, 0 from cache/, 'the re-run reads every feature and activation from the cache');
+  // ... and the fine-tuned weights: same inputs, same model, no epochs run.
+  assert.match(second.stdout, /^fine-tuning: reused the weights trained \S+ \(run \S+\) from the same images, backbones, cuts, views and settings; --retrain trains again$/m);
+  assert.match(first.stdout, /epoch 1\/1 lr/, 'the first run trains');
+  assert.doesNotMatch(second.stdout, /epoch 1\/1 lr/, 'no training epoch the second time');
+  const validation = (out: string) => out.split('\n').find((l) => /^validation\s+\d/.test(l));
+  assert.ok(validation(first.stdout), first.stdout);
+  assert.equal(validation(second.stdout), validation(first.stdout), 'the same validation figures');
 });
