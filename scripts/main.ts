@@ -214,6 +214,10 @@ async function fineTuneMain(
       cache: { root: fo.cacheDir ?? dataDir('cache'), key: await fineTuneKey({ train: splits.train, val: splits.val, backbones, cuts, resolution: p.resolution, views, config: resolveFineTuneConfig(ftConfig), backbonesDir: fo.backbonesDir }), retrain: p.retrain },
     }),
   );
+  if (ft.reused) {
+    const row = c.timings.find(([label]) => label.startsWith('fine-tuning ('));
+    if (row) row[0] = 'fine-tuning (weights reused)';
+  }
   try {
     if (ft.result.message) console.log(ft.result.message);
     const { test, evals } = await timed('evaluation', () => {
