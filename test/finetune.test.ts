@@ -309,9 +309,9 @@ test('npm start\'s regime choice: the best candidate whose measured estimate fit
   for (const e of tight.estimates) {
     assert.ok(e.dataSeconds > 0 && e.trainSeconds > 0 && Math.abs(e.seconds - e.dataSeconds - e.trainSeconds) < 1e-9, `${e.name}: data + training`);
   }
-  const [k4, k2, k1] = tight.estimates;
-  assert.ok(k4.trainSeconds > k1.trainSeconds, `training 4 blocks is estimated dearer than 1 (${k4.trainSeconds.toFixed(1)} vs ${k1.trainSeconds.toFixed(1)} s)`);
-  assert.ok(k2.seconds > 0);
+  // No comparison of the timings themselves here: at this test's 64 px and batch 16 the candidates' steps differ by
+  // less than the machine's noise (CI once measured top 4 cheaper than top 1 while another job shared the cores).
+  // Their speed is `npm run bench`'s business; the choice logic is what this test pins.
 });
 
 test('an auto choice is remembered: the re-run uses the same regime (its cached data) without timing again', { skip: SKIP_REAL }, async (t) => {
