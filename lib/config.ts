@@ -6,7 +6,11 @@
 import { parseView } from './augment';
 import { BACKBONES, BackboneName } from './backbones';
 
-type Kind = 'int' | 'number' | 'bool' | 'backbones' | 'views' | 'path' | 'blocks';
+/** Arithmetic of the fine-tuned blocks in the training step (lib/train-graph.ts). */
+export const TRUNK_PRECISIONS = ['float32', 'bfloat16'] as const;
+export type TrunkPrecision = (typeof TRUNK_PRECISIONS)[number];
+
+type Kind = 'int' | 'number' | 'bool' | 'backbones' | 'views' | 'path' | 'blocks' | 'choice';
 
 interface Spec<K extends Kind, T> {
   kind: K;
@@ -20,11 +24,14 @@ interface Spec<K extends Kind, T> {
   defaultText?: string;
   /** The env var, when it is not the key in UPPER_SNAKE_CASE. */
   env?: string;
+  /** The allowed values of a 'choice'. */
+  choices?: readonly string[];
 }
 
 const int = (default_: number, help: string, b: Pick<Spec<'int', number>, 'min' | 'max' | 'defaultText'> = {}): Spec<'int', number> => ({ kind: 'int', default: default_, help, min: 0, ...b });
 const num = <T extends number | null>(default_: T, help: string, b: Pick<Spec<'number', T>, 'min' | 'max' | 'above' | 'defaultText'> = {}): Spec<'number', T> => ({ kind: 'number', default: default_, help, ...b });
 const bool = (default_: boolean, help: string): Spec<'bool', boolean> => ({ kind: 'bool', default: default_, help });
+const choice = <T extends string>(choices: readonly T[], default_: T, help: string): Spec<'choice', T> => ({ kind: 'choice', default: default_, help, choices });
 
 /** Every setting of the experiment. Keys are camelCase; the flag is --kebab-case and the env var UPPER_SNAKE_CASE. */
 export const SETTINGS = {
@@ -49,6 +56,7 @@ export const SETTINGS = {
   fineTuneEpochs: int(12, 'epochs of fine-tuning (cosine schedule over them; early stopping restores the best)', { min: 1 }),
   fineTuneBatchSize: int(128, 'mini-batch size of fine-tuning', { min: 2 }),
   backboneLr: num(1e-4, 'learning rate of the fine-tuned backbone blocks (the head keeps --lr)', { above: 0 }),
+  trunkPrecision: choice(['auto', ...TRUNK_PRECISIONS] as const, 'auto', 'arithmetic of the fine-tuned blocks in the training step: float32, bfloat16 (weights, head and inference stay float32), auto = bfloat16 where the CPU has bfloat16 instructions'),
   retrain: bool(false, 'fine-tune again even when the cache holds weights trained from the same images, backbones and settings'),
   budgetMinutes: num(25, 'wall-time budget of npm start in minutes: with --trainable-blocks auto, the best regime whose estimate fits', { above: 0 }),
   endToEnd: int(0, 'also compare cached views with end-to-end augmentation on N training images (0 skips it)'),
@@ -119,6 +127,9 @@ export function parseSetting<K extends SettingKey>(key: K, raw: string, where: s
       if (!parts.length || parts.some((x) => !/^\d+$/.test(x))) fail('auto, or a comma list of whole numbers (one per backbone, 0 = frozen)');
       return parts.map(Number) as ExperimentConfig[K];
     }
+    case 'choice':
+      if (!s.choices!.includes(v)) fail(`one of ${s.choices!.join(', ')}`);
+      return v as ExperimentConfig[K];
     case 'path':
       if (v === '') fail('a folder path');
       return v as ExperimentConfig[K];

@@ -19,7 +19,7 @@ import { lossAndAccuracy, resolveTrainConfig, scheduledLr, TrainConfig } from '.
 import { LabeledFeatures } from './labeled-features';
 import { BN_EPSILON, BN_MOMENTUM, buildHead, headWeights, setHeadWeights } from './model';
 import { rng, shuffle } from './random';
-import { GraphFunction, loadStepGraphs, StepGraphSpec, stepNames } from './train-graph';
+import { GraphFunction, loadStepGraphs, StepGraphSpec, stepNames, TRUNK_PRECISIONS, TrunkPrecision } from './train-graph';
 import { Trunk } from './trunk';
 
 /** One backbone's share of a fine-tuning set: the activation at its cut (trained trunk) or its pooled features. */
@@ -62,6 +62,8 @@ export interface FineTuneConfig extends TrainConfig {
   backboneLr: number;
   /** Adam's epsilon (Keras' default 1e-7). */
   adamEpsilon: number;
+  /** Arithmetic of the trunks in the graph engine's training step (lib/train-graph.ts); inference is float32. */
+  trunkPrecision: TrunkPrecision;
 }
 
 /** Said when fine-tuning is asked for on a backend without the convolution backprop kernels. */
@@ -133,6 +135,7 @@ export class FineTuneTrainer {
       bnEpsilon: BN_EPSILON,
       bnMomentum: BN_MOMENTUM,
       adam: { b1: ADAM_B1, b2: ADAM_B2, eps: this.cfg.adamEpsilon },
+      trunkPrecision: this.cfg.trunkPrecision,
     };
   }
 
@@ -416,7 +419,8 @@ export class FineTuneTrainer {
 }
 
 export function resolveFineTuneConfig(cfg: Partial<FineTuneConfig>): FineTuneConfig {
-  const c = { ...resolveTrainConfig(cfg), backboneLr: cfg.backboneLr ?? 1e-4, adamEpsilon: cfg.adamEpsilon ?? 1e-7 };
+  const c = { ...resolveTrainConfig(cfg), backboneLr: cfg.backboneLr ?? 1e-4, adamEpsilon: cfg.adamEpsilon ?? 1e-7, trunkPrecision: cfg.trunkPrecision ?? 'float32' };
+  if (!TRUNK_PRECISIONS.includes(c.trunkPrecision)) throw new Error(`fine-tune config trunkPrecision=${c.trunkPrecision}: expected ${TRUNK_PRECISIONS.join(' or ')}`);
   if (!(c.backboneLr > 0)) throw new Error(`fine-tune config backboneLr=${c.backboneLr}: expected a positive number`);
   if (!(c.adamEpsilon > 0)) throw new Error(`fine-tune config adamEpsilon=${c.adamEpsilon}: expected a positive number`);
   return c;

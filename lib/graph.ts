@@ -60,9 +60,9 @@ export class GraphBuilder {
   private attr(): any {
     return new this.pb.AttrValue();
   }
-  type(t: 'float32' | 'int32'): any {
+  type(t: 'float32' | 'int32' | 'bfloat16'): any {
     const a = this.attr();
-    a.setType(t === 'float32' ? this.pb.DataType.DT_FLOAT : this.pb.DataType.DT_INT32);
+    a.setType(t === 'float32' ? this.pb.DataType.DT_FLOAT : t === 'bfloat16' ? this.pb.DataType.DT_BFLOAT16 : this.pb.DataType.DT_INT32);
     return a;
   }
   ints(v: number[]): any {

@@ -14,6 +14,7 @@ import { ImageSet } from './data/cifar10';
 import { cutShapeOf, extractFeatures } from './features';
 import { loadFineTuned, storeFineTuned } from './finetune-cache';
 import { FineTuneConfig, FineTunePart, FineTuneSet, FineTuneTrainer, fineTuneBackendError, fineTuneSet, resolveFineTuneConfig } from './finetune';
+import { resolveTrunkPrecision, TrunkPrecision } from './train-graph';
 import { weightLookup } from './graph';
 import { columnStats, LabeledFeatures } from './labeled-features';
 import { DEFAULT_TRAIN } from './head-trainer';
@@ -190,6 +191,8 @@ export interface Workload {
   evalViews: number;
   epochs: number;
   batchSize: number;
+  /** Arithmetic of the training step (float32 when absent). */
+  trunkPrecision?: TrunkPrecision;
 }
 
 /**
@@ -230,7 +233,7 @@ export async function estimateSeconds(
   const shapes = await Promise.all(backbones.map(async (b, i) => (cuts[i] ? cutShapeOf(b, cuts[i]!, opts.resolution, opts.backbonesDir) : [BACKBONES[b].featureSize])));
   const trunks = await buildTrunks(backbones, cuts, opts.backbonesDir);
   const dims = shapes.map((s, i) => (trunks[i] ? pooledDim(trunks[i]!, s) : s[0]));
-  const cfg = resolveFineTuneConfig({ batchSize: w.batchSize, epochs: 1 });
+  const cfg = resolveFineTuneConfig({ batchSize: w.batchSize, epochs: 1, trunkPrecision: w.trunkPrecision });
   const t = await new FineTuneTrainer(trunks, shapes, dims, cfg).prepare();
   try {
     const B = w.batchSize;
@@ -356,7 +359,7 @@ export async function compareTrainingRegimes(
       const testSet = await fineTuneDataFor(splits.testFull, ev, cuts, p.backbones, { ...fo, signal: opts.signal });
       extractSeconds = (Date.now() - t0) / 1000;
       const t1 = Date.now();
-      const ft = await fineTune(train, valSet, { units: p.units, seed: p.seed, lr, dropout, backboneLr: p.backboneLr, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize }, {
+      const ft = await fineTune(train, valSet, { units: p.units, seed: p.seed, lr, dropout, backboneLr: p.backboneLr, trunkPrecision: resolveTrunkPrecision(p.trunkPrecision), epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize }, {
         signal: opts.signal, progress: opts.progress, log: opts.log, saveRun: true, run: { slug: `regime-${r.blocks.join('-')}`, data: { ...runData(p), trainViews: r.views, trainableBlocks: r.blocks } },
       });
       trainSeconds = (Date.now() - t1) / 1000;

@@ -7,6 +7,7 @@
 // Options come from flags or the matching env vars (TRAIN_LIMIT, BACKBONES, ...); `npm start -- --help` lists them.
 import { BackendChoice, initBackend } from '../lib/backend';
 import { fineTuneBackendError, resolveFineTuneConfig } from '../lib/finetune';
+import { resolveTrunkPrecision } from '../lib/train-graph';
 import { fineTuneKey } from '../lib/finetune-cache';
 import { DEFAULT_TRAIN } from '../lib/head-trainer';
 import { chooseRegime, choiceFile, cutsFor, fineTune, fineTuneDataFor, regimeName, rememberChoice, rememberedChoice } from '../lib/regimes';
@@ -85,7 +86,7 @@ async function main(): Promise<void> {
       blocks = backbones.map(() => 0);
       console.log(`regime: frozen (auto: fine-tuning needs the tensorflow backend; ${backend.name} is in use)`);
     } else {
-      const work = { train: splits.train.n, val: splits.val.n, test: splits.testFull.n, trainViews: ftViews.length, evalViews: ev.length, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize };
+      const work = { train: splits.train.n, val: splits.val.n, test: splits.testFull.n, trainViews: ftViews.length, evalViews: ev.length, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize, trunkPrecision: resolveTrunkPrecision(p.trunkPrecision) };
       const key = JSON.stringify({ backbones, resolution: p.resolution, ...work, views: ftViews, budget: p.budgetMinutes, backend: backend.name });
       const earlier = rememberedChoice(key);
       if (earlier) {
@@ -207,7 +208,7 @@ async function fineTuneMain(
   const testSet = await timed(`cached data test (${ev.join('+')})`, () => fineTuneDataFor(splits.testFull, ev, cuts, backbones, fo));
   const lr = p.lr ?? DEFAULT_TRAIN.lr;
   const dropout = p.dropout ?? DEFAULT_TRAIN.dropout;
-  const ftConfig = { units: p.units, seed: p.seed, lr, dropout, backboneLr: p.backboneLr, epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize };
+  const ftConfig = { units: p.units, seed: p.seed, lr, dropout, backboneLr: p.backboneLr, trunkPrecision: resolveTrunkPrecision(p.trunkPrecision), epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize };
   const ft = await timed(`fine-tuning (${p.fineTuneEpochs} epochs)`, async () =>
     fineTune(train, valSet, ftConfig, {
       backend: c.backend.name, saveRun: true, log: (l) => console.log(l), run: { data: { ...runData(p), trainViews: views, trainableBlocks: blocks } },
@@ -225,7 +226,7 @@ async function fineTuneMain(
       const t = ft.features(testSet);
       return { test: t, evals: evaluateHead(ft.head, v, t, splits) };
     });
-    const regime = { name: regimeName(backbones, blocks), trainableBlocks: blocks, cuts, backboneLr: p.backboneLr, epochs: p.fineTuneEpochs, trainViews: views, trainableParameters: ft.trainableParameters };
+    const regime = { name: regimeName(backbones, blocks), trainableBlocks: blocks, cuts, backboneLr: p.backboneLr, trunkPrecision: resolveTrunkPrecision(p.trunkPrecision), epochs: p.fineTuneEpochs, trainViews: views, trainableParameters: ft.trainableParameters };
     const saved = await timed('assemble + check + save model', async () =>
       saveClassifier({
         head: ft.head, params: { ...p, views }, splits, test, evals, training: { ...ft.config, bestEpoch: ft.result.bestEpoch },
@@ -235,7 +236,7 @@ async function fineTuneMain(
     if (ft.result.runId) updateRun(ft.result.runId, { testAccuracy: headline(evals.testExact), metrics: metricsOf(evals) });
     printSummary({
       backend: c.backend.summary,
-      model: `${regime.name} (${what}; ${ft.trainableParameters.toLocaleString('en')} trainable parameters) @ ${p.resolution}px -> head(units ${p.units}, dropout ${dropout}, lr ${lr}, backbone lr ${p.backboneLr}); best epoch ${ft.result.bestEpoch}/${ft.result.history.length}; run ${ft.result.runId}${ft.reused ? ` (weights reused from the fine-tuned cache, trained ${ft.reused.savedAt})` : ''}`,
+      model: `${regime.name} (${what}; ${ft.trainableParameters.toLocaleString('en')} trainable parameters) @ ${p.resolution}px -> head(units ${p.units}, dropout ${dropout}, lr ${lr}, backbone lr ${p.backboneLr}, ${resolveTrunkPrecision(p.trunkPrecision)} training step); best epoch ${ft.result.bestEpoch}/${ft.result.history.length}; run ${ft.result.runId}${ft.reused ? ` (weights reused from the fine-tuned cache, trained ${ft.reused.savedAt})` : ''}`,
       saved, evals, splits, tta: p.tta, timings: c.timings, tStart: c.tStart, extra: [],
     });
   } finally {

@@ -22,6 +22,7 @@ import { loadModel, predictPixels } from '../lib/model';
 import { PROJECT_ROOT } from '../lib/paths';
 import { evaluateHead, saveClassifier, Splits } from '../lib/pipeline';
 import { chooseRegime, cutsFor, fineTune, fineTuneDataFor, regimeCandidates, regimeName } from '../lib/regimes';
+import { resolveTrunkPrecision } from '../lib/train-graph';
 import { blockEnds, cutLayer, cutShape, Trunk } from '../lib/trunk';
 import { fakeImages } from './fake-backbone';
 
@@ -75,6 +76,16 @@ test('--trainable-blocks parses auto or one count per backbone', () => {
   assert.deepEqual(parseSetting('trainableBlocks', '0,4', 'x'), [0, 4]);
   assert.throws(() => parseSetting('trainableBlocks', '4,x', '--trainable-blocks=4,x'), /^Error: --trainable-blocks=4,x: expected auto, or a comma list of whole numbers/);
   assert.throws(() => parseSetting('trainableBlocks', '-1', 'TRAINABLE_BLOCKS=-1'), /TRAINABLE_BLOCKS=-1: expected auto/);
+});
+
+test('--trunk-precision: float32, bfloat16, or auto = bfloat16 only where the CPU has bfloat16 instructions', () => {
+  assert.equal(parseSetting('trunkPrecision', 'bfloat16', 'x'), 'bfloat16');
+  assert.throws(() => parseSetting('trunkPrecision', 'fp16', '--trunk-precision=fp16'), /^Error: --trunk-precision=fp16: expected one of auto, float32, bfloat16$/);
+  assert.equal(resolveTrunkPrecision('auto', ' fpu sse avx2 avx512f avx512_bf16 avx512_vnni'), 'bfloat16');
+  assert.equal(resolveTrunkPrecision('auto', ' fpu sse avx2 amx_bf16 amx_tile'), 'bfloat16');
+  assert.equal(resolveTrunkPrecision('auto', ' fpu sse avx2 avx512f avx512_vnni'), 'float32');
+  assert.equal(resolveTrunkPrecision('float32', ' avx512_bf16'), 'float32');
+  assert.equal(resolveTrunkPrecision('bfloat16', ''), 'bfloat16');
 });
 
 test('the cached activation at a cut, through the trunk, is the frozen backbone\'s feature (and has its own cache folder)', { skip: SKIP_REAL }, async () => {
@@ -292,6 +303,48 @@ test('the training step as one TF graph computes the eager step: loss, every wei
   init.dispose();
   g.dispose();
   e.dispose();
+});
+
+test('a bfloat16 training step follows the float32 one (loss, then the same descent), and inference stays float32', { skip: SKIP_REAL }, async (t) => {
+  if (needsTf()) return t.skip(needsTf() as string);
+  // The same trunk (stride-2 block 13 included: its input gradient is the one kept in float32) and head, trained
+  // side by side on one fixed batch. Per-weight gradients of a random batch are too noisy to compare one by one
+  // (bfloat16 keeps ~3 digits through 16 layers); what must hold is the loss and the descent it drives.
+  const a = await backboneArtifacts('mobilenet_v2', { dir: REAL });
+  const shapes = [[4, 4, 96], [24]];
+  const B = 32;
+  const make = (trunkPrecision: 'float32' | 'bfloat16') => new FineTuneTrainer(
+    [new Trunk(a.topology, 'block_12_add', weightLookup(a.weightSpecs, a.weightData)), null], shapes, [1280, 24],
+    resolveFineTuneConfig({ batchSize: B, units: 32, dropout: 0, backboneLr: 1e-3, lr: 1e-2, seed: 3, trunkPrecision }), undefined, 'graph',
+  ).prepare();
+  const [f, b] = [await make('float32'), await make('bfloat16')];
+  const random = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.max(0, Math.sin(i * 12.9898 + seed * 78.233) * 3));
+  const y = new Float32Array(B * 10).fill(0.01);
+  for (let j = 0; j < B; j++) y[j * 10 + (j % 10)] = 0.91;
+  const x0 = random(B * 4 * 4 * 96, 1);
+  const x1 = random(B * 24, 2);
+  const batch = () => [tf.tensor4d(x0, [B, 4, 4, 96]), tf.tensor2d(x1, [B, 24])];
+  const lf: number[] = [];
+  const lb: number[] = [];
+  for (let step = 0; step < 15; step++) {
+    lf.push(f.trainStep(batch(), y, 1e-2));
+    lb.push(b.trainStep(batch(), y, 1e-2));
+  }
+  assert.ok(Number.isFinite(lb[0]) && Math.abs(lb[0] - lf[0]) < 1e-2 * lf[0], `first loss: bfloat16 ${lb[0]} vs float32 ${lf[0]}`);
+  assert.notEqual(lb[0], lf[0], 'the bfloat16 step computes in bfloat16 (the same arithmetic would give the same loss to the bit)');
+  assert.ok(lf[14] < 0.7 * lf[0], `float32 descends on the fixed batch: ${lf[0]} -> ${lf[14]}`);
+  assert.ok(Math.abs(lb[14] - lf[14]) < 0.15 * lf[14], `bfloat16 descends alike: ${lb.map((l) => l.toFixed(3)).join(' ')} vs ${lf.map((l) => l.toFixed(3)).join(' ')}`);
+  // Inference is the float32 graph for both: the same weights give the same predictions.
+  const set = fineTuneSet(shapes.map((s, i) => {
+    const dim = s.reduce((p, q) => p * q, 1);
+    return { backbone: (['mobilenet_v2', 'mobilenet_v1_0.75'] as const)[i], cut: i === 0 ? 'block_12_add' : null, shape: s, data: { views: [random(5 * dim, 9 + i)], labels: new Uint8Array(5), n: 5, dim } };
+  }));
+  const wf = f.weights();
+  b.setWeights(wf);
+  assert.ok(maxAbsDiff(b.predict(set), f.predict(set)) < 1e-6, 'bfloat16-trained trainer infers in float32');
+  tf.dispose(wf);
+  f.dispose();
+  b.dispose();
 });
 
 test('npm start\'s regime choice: the best candidate whose measured estimate fits the budget, else frozen', { skip: SKIP_REAL }, async (t) => {
