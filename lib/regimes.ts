@@ -179,7 +179,7 @@ export function regimeCandidates(backbones: BackboneName[]): number[][] {
   const frozen = backbones.map(() => 0);
   const v2 = backbones.indexOf('mobilenet_v2');
   if (v2 < 0) return [frozen];
-  return [...[5, 4, 2, 1].map((k) => backbones.map((_, j) => (j === v2 ? k : 0))), frozen];
+  return [...[6, 5, 4, 2, 1].map((k) => backbones.map((_, j) => (j === v2 ? k : 0))), frozen];
 }
 
 /** What the regime's run has to process (images per split and views). */
