@@ -62,7 +62,6 @@ export interface StepGraphSpec {
   trunkPrecision?: TrunkPrecision;
 }
 
-
 /** Names of the graph's inputs and outputs (signature keys). */
 export const stepNames = {
   part: (i: number) => `x${i}`,
