@@ -226,7 +226,7 @@ async function fineTuneMain(
       const t = ft.features(testSet);
       return { test: t, evals: evaluateHead(ft.head, v, t, splits) };
     });
-    const regime = { name: regimeName(backbones, blocks), trainableBlocks: blocks, cuts, backboneLr: p.backboneLr, trunkPrecision: resolveTrunkPrecision(p.trunkPrecision), epochs: p.fineTuneEpochs, trainViews: views, trainableParameters: ft.trainableParameters };
+    const regime = { name: regimeName(backbones, blocks), trainableBlocks: blocks, cuts, backboneLr: p.backboneLr, trunkPrecision: ftConfig.trunkPrecision, epochs: p.fineTuneEpochs, trainViews: views, trainableParameters: ft.trainableParameters };
     const saved = await timed('assemble + check + save model', async () =>
       saveClassifier({
         head: ft.head, params: { ...p, views }, splits, test, evals, training: { ...ft.config, bestEpoch: ft.result.bestEpoch },
@@ -236,7 +236,7 @@ async function fineTuneMain(
     if (ft.result.runId) updateRun(ft.result.runId, { testAccuracy: headline(evals.testExact), metrics: metricsOf(evals) });
     printSummary({
       backend: c.backend.summary,
-      model: `${regime.name} (${what}; ${ft.trainableParameters.toLocaleString('en')} trainable parameters) @ ${p.resolution}px -> head(units ${p.units}, dropout ${dropout}, lr ${lr}, backbone lr ${p.backboneLr}, ${resolveTrunkPrecision(p.trunkPrecision)} training step); best epoch ${ft.result.bestEpoch}/${ft.result.history.length}; run ${ft.result.runId}${ft.reused ? ` (weights reused from the fine-tuned cache, trained ${ft.reused.savedAt})` : ''}`,
+      model: `${regime.name} (${what}; ${ft.trainableParameters.toLocaleString('en')} trainable parameters) @ ${p.resolution}px -> head(units ${p.units}, dropout ${dropout}, lr ${lr}, backbone lr ${p.backboneLr}, ${ftConfig.trunkPrecision} training step); best epoch ${ft.result.bestEpoch}/${ft.result.history.length}; run ${ft.result.runId}${ft.reused ? ` (weights reused from the fine-tuned cache, trained ${ft.reused.savedAt})` : ''}`,
       saved, evals, splits, tta: p.tta, timings: c.timings, tStart: c.tStart, extra: [],
     });
   } finally {
