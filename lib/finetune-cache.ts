@@ -15,7 +15,7 @@ import { EXTRACTOR_VERSION, imageKeys } from './features';
 import { TrainResult } from './training-loop';
 
 /** Bump when fine-tuning's arithmetic changes (trainer, graph, sampling): older entries stop matching. */
-export const FINE_TUNE_VERSION = 'fine-tune-v2-graph';
+export const FINE_TUNE_VERSION = 'fine-tune-v3-graph';
 
 export interface FineTuneInputs {
   train: ImageSet;
