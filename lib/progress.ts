@@ -19,6 +19,12 @@ function fmtTime(s: number): string {
   return m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
+/** A rate the way people read it: "331.2 img/s", but "43.8 s/epoch" when each unit takes longer than a second. */
+export function fmtRate(rate: number, unit: string): string {
+  if (!(rate > 0) || !isFinite(rate)) return `? ${unit}/s`;
+  return rate >= 1 ? `${rate.toFixed(1)} ${unit}/s` : `${(1 / rate).toFixed(1)} s/${unit}`;
+}
+
 export function progress(label: string, total: number, unit = 'img'): ProgressSink {
   const start = Date.now();
   let count = 0;
@@ -32,7 +38,7 @@ export function progress(label: string, total: number, unit = 'img'): ProgressSi
     const { secs, rate, eta } = stats();
     const pct = total > 0 ? Math.floor((100 * count) / total) : 100;
     const tail = final ? `in ${fmtTime(secs)}` : `ETA ${fmtTime(eta)}`;
-    return `${label}: ${count}/${total} ${unit} (${pct}%) ${rate.toFixed(1)} ${unit}/s ${tail}${lastInfo ? ` ${lastInfo}` : ''}`;
+    return `${label}: ${count}/${total} ${unit} (${pct}%) ${fmtRate(rate, unit)} ${tail}${lastInfo ? ` ${lastInfo}` : ''}`;
   };
 
   const nb = notebookDisplay();
@@ -60,18 +66,18 @@ export function progress(label: string, total: number, unit = 'img'): ProgressSi
 
   if (process.stderr.isTTY) {
     const bar = new cliProgress.SingleBar(
-      { format: `${label} [{bar}] {value}/{total} ${unit} {percentage}% | {rate} ${unit}/s | ETA {eta_formatted} {info}`, hideCursor: true, etaBuffer: 50, fps: 4 },
+      { format: `${label} [{bar}] {value}/{total} ${unit} {percentage}% | {rate} | ETA {eta_formatted} {info}`, hideCursor: true, etaBuffer: 50, fps: 4 },
       cliProgress.Presets.shades_classic,
     );
-    bar.start(total, 0, { rate: '0.0', info: '' });
+    bar.start(total, 0, { rate: fmtRate(0, unit), info: '' });
     return {
       tick(n, info) {
         count += n;
         if (info !== undefined) lastInfo = info;
-        bar.update(count, { rate: stats().rate.toFixed(1), info: lastInfo });
+        bar.update(count, { rate: fmtRate(stats().rate, unit), info: lastInfo });
       },
       done(summary) {
-        bar.update(count, { rate: stats().rate.toFixed(1), info: lastInfo });
+        bar.update(count, { rate: fmtRate(stats().rate, unit), info: lastInfo });
         bar.stop();
         process.stderr.write(`${line(true)}${summary ? ` — ${summary}` : ''}\n`);
       },

@@ -200,8 +200,9 @@ function emitTrunk(e: Emitter, trunk: NonNullable<StepGraphPart['trunk']>, inSha
           const mm = e.matmul(`${n}/matmul`, x2, k2);
           // In bfloat16 the bias goes on as an AddV2: grappler fuses MatMul + BiasAdd into oneDNN's inner product,
           // whose bfloat16 path is a plain gemm (22 ms for block 12's expansion at batch 128), while the unfused
-          // MatMul runs on AMX where the CPU has it (8 ms); the whole top-6 step measured 456 -> 398 ms. Float32 keeps
-          // the fused form (the same speed either way, measured).
+          // MatMul runs on AMX where the CPU has it (8 ms); the whole top-6 step measured 456 -> 398 ms (Intel, AMX).
+          // On AVX512-BF16 without AMX (AMD EPYC) the two forms measured within noise (top 6: 283 vs 268 ms, then 294
+          // vs 302 ms, interleaved), so one form serves both. Float32 keeps the fused form (the same speed either way).
           const withBias = (t: string) => (e.dt === 'float32' ? e.biasAdd(`${n}/BiasAdd`, t, param(`${n}/bias`)) : e.s('AddV2', `${n}/BiasAdd`, t, param(`${n}/bias`)));
           const y2 = activate(c.use_bias ? withBias(mm) : mm);
           y = e.reshape(n, y2, [-1, h, w, cout]);
