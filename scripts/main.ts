@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   for (const [limit, n, flag] of caps) if (limit > n) console.log(`note: --${flag} ${limit} is more than the ${n} images there are: using all ${n}`);
   console.log(
     `data: train ${splits.train.n}, validation ${splits.val.n} (from the training set), test ${splits.testFull.n} ` +
-      `(exact 0-999: ${splits.testExact.n}); backbones ${backbones.join('+')} @ ${p.resolution}px; train views ${p.views.join(',')}; TTA ${p.tta ? 'on' : 'off'}`,
+      `(exact 0-999: ${splits.testExact.n}); backbones ${backbones.join('+')} @ ${p.resolution}px; train views ${sources.views ? p.views.join(',') : `${FINE_TUNE_VIEWS.join(',')} fine-tuning, ${p.views.join(',')} frozen`}; TTA ${p.tta ? 'on' : 'off'}`,
   );
 
   const fo = featureOptions(p);

@@ -308,32 +308,49 @@ test('the training step as one TF graph computes the eager step: loss, every wei
 test('a bfloat16 training step follows the float32 one (loss, then the same descent), and inference stays float32', { skip: SKIP_REAL }, async (t) => {
   if (needsTf()) return t.skip(needsTf() as string);
   // The same trunk (stride-2 block 13 included: its input gradient is the one kept in float32) and head, trained
-  // side by side on one fixed batch. Per-weight gradients of a random batch are too noisy to compare one by one
-  // (bfloat16 keeps ~3 digits through 16 layers); what must hold is the loss and the descent it drives.
+  // side by side on one fixed batch. Per-weight gradients of a random batch cannot be compared one by one: on it the
+  // problem is ill-conditioned (float32 alone, with its input perturbed by bfloat16's 0.4%, gave Conv_1's kernel
+  // gradient a cosine of 0.96 to the unperturbed one; through four bfloat16 blocks ~0.5, measured). What must hold is
+  // the loss and the descent each part drives, at rates low enough for a smooth descent (at 1e-2 / 1e-3 the loss jumps
+  // step to step, and float32 alone moved its 15th loss by 4% when a bias gradient's summation order changed).
   const a = await backboneArtifacts('mobilenet_v2', { dir: REAL });
   const shapes = [[4, 4, 96], [24]];
   const B = 32;
-  const make = (trunkPrecision: 'float32' | 'bfloat16') => new FineTuneTrainer(
-    [new Trunk(a.topology, 'block_12_add', weightLookup(a.weightSpecs, a.weightData)), null], shapes, [1280, 24],
-    resolveFineTuneConfig({ batchSize: B, units: 32, dropout: 0, backboneLr: 1e-3, lr: 1e-2, seed: 3, trunkPrecision }), undefined, 'graph',
-  ).prepare();
-  const [f, b] = [await make('float32'), await make('bfloat16')];
   const random = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.max(0, Math.sin(i * 12.9898 + seed * 78.233) * 3));
   const y = new Float32Array(B * 10).fill(0.01);
   for (let j = 0; j < B; j++) y[j * 10 + (j % 10)] = 0.91;
   const x0 = random(B * 4 * 4 * 96, 1);
   const x1 = random(B * 24, 2);
   const batch = () => [tf.tensor4d(x0, [B, 4, 4, 96]), tf.tensor2d(x1, [B, 24])];
-  const lf: number[] = [];
-  const lb: number[] = [];
-  for (let step = 0; step < 15; step++) {
-    lf.push(f.trainStep(batch(), y, 1e-2));
-    lb.push(b.trainStep(batch(), y, 1e-2));
-  }
+  const make = (trunkPrecision: 'float32' | 'bfloat16', lr: number, backboneLr: number) => new FineTuneTrainer(
+    [new Trunk(a.topology, 'block_12_add', weightLookup(a.weightSpecs, a.weightData)), null], shapes, [1280, 24],
+    resolveFineTuneConfig({ batchSize: B, units: 32, dropout: 0, backboneLr, lr, seed: 3, trunkPrecision }), undefined, 'graph',
+  ).prepare();
+  /** 15 steps of each precision from the same start: the two loss curves. */
+  const curves = async (lr: number, backboneLr: number) => {
+    const [f, b] = [await make('float32', lr, backboneLr), await make('bfloat16', lr, backboneLr)];
+    const [lf, lb]: number[][] = [[], []];
+    for (let step = 0; step < 15; step++) {
+      lf.push(f.trainStep(batch(), y, lr));
+      lb.push(b.trainStep(batch(), y, lr));
+    }
+    return { f, b, lf, lb, text: `${lb.map((l) => l.toFixed(3)).join(' ')} vs ${lf.map((l) => l.toFixed(3)).join(' ')}` };
+  };
+  // 1. The trunk alone learns (the head's rate 1e-9): the descent comes only from the trunk's bfloat16 gradients, so
+  //    a trunk that did not learn, or learnt from wrong gradients, fails here. Measured: 94% of float32's descent.
+  const trunk = await curves(1e-9, 1e-4);
+  assert.ok(trunk.lf[14] < 0.95 * trunk.lf[0], `float32's trunk alone descends: ${trunk.text}`);
+  const [dft, dbt] = [trunk.lf[0] - trunk.lf[14], trunk.lb[0] - trunk.lb[14]];
+  assert.ok(dbt > 0.6 * dft && dbt < 1.4 * dft, `bfloat16's trunk descends alike (${(dbt / dft).toFixed(2)} of float32's): ${trunk.text}`);
+  trunk.f.dispose();
+  trunk.b.dispose();
+  // 2. Trunk and head together, the rates in their usual ratio. Measured: 86% of float32's descent (AMD EPYC).
+  const { f, b, lf, lb, text } = await curves(3e-3, 3e-4);
   assert.ok(Number.isFinite(lb[0]) && Math.abs(lb[0] - lf[0]) < 1e-2 * lf[0], `first loss: bfloat16 ${lb[0]} vs float32 ${lf[0]}`);
   assert.notEqual(lb[0], lf[0], 'the bfloat16 step computes in bfloat16 (the same arithmetic would give the same loss to the bit)');
-  assert.ok(lf[14] < 0.7 * lf[0], `float32 descends on the fixed batch: ${lf[0]} -> ${lf[14]}`);
-  assert.ok(Math.abs(lb[14] - lf[14]) < 0.15 * lf[14], `bfloat16 descends alike: ${lb.map((l) => l.toFixed(3)).join(' ')} vs ${lf.map((l) => l.toFixed(3)).join(' ')}`);
+  assert.ok(lf[14] < 0.7 * lf[0], `float32 descends on the fixed batch: ${text}`);
+  const [df, db] = [lf[0] - lf[14], lb[0] - lb[14]];
+  assert.ok(db > 0.7 * df && db < 1.3 * df, `bfloat16 descends alike (${(db / df).toFixed(2)} of float32's descent): ${text}`);
   // Inference is the float32 graph for both: the same weights give the same predictions.
   const set = fineTuneSet(shapes.map((s, i) => {
     const dim = s.reduce((p, q) => p * q, 1);
