@@ -50,16 +50,15 @@ before(async () => {
   backbonesDir = await writeFakeBackbone(path.join(work, 'backbones'));
 });
 
-interface Run { status: number | null; stdout: string; stderr: string; ms: number }
+interface Run { status: number | null; stdout: string; stderr: string }
 
 function run(script: string, args: string[], env: Record<string, string | undefined> = {}, cwd = PROJECT_ROOT): Run {
-  const t0 = Date.now();
   const r = spawnSync(process.execPath, ['-r', TS_NODE, script, ...args], {
     cwd, encoding: 'utf8', timeout: 180_000,
     // Every run writes into the suite's temp folder unless a case says otherwise, never into the project.
     env: { ...process.env, CIFAR10_DIR: cifarDir, BACKBONES_DIR: backbonesDir, INIT_CWD: undefined, DATA_DIR: path.join(work, 'data'), MODEL_DIR: path.join(work, 'model'), ...env },
   });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 const lastError = (r: Run) => r.stderr.split('\n').filter((l) => l.startsWith('error:')).pop() ?? `(no error line; stderr: ${r.stderr.slice(-300)})`;
 
