@@ -2,8 +2,9 @@
 // Prints the figures and saves them under data/bench/. Run: npm run bench:load
 import * as os from 'os';
 import { loadCifar10 } from '../lib/data/cifar10';
-import { writeJsonAtomic } from '../lib/atomic';
-import { dataDir } from '../lib/paths';
+import { writeJsonAtomic } from '../lib/util/atomic';
+import { dataDir } from '../lib/settings/paths';
+import { runCli } from '../lib/util/cli';
 
 async function main() {
   const times: number[] = [];
@@ -21,7 +22,4 @@ async function main() {
   console.log(`saved ${file}`);
 }
 
-main().catch((err) => {
-  console.error(err instanceof Error ? err.message : err);
-  process.exit(1);
-});
+runCli(main, 'npm run bench:load');

@@ -1,18 +1,18 @@
 // Head-training speed: seconds per epoch over 45,000 cached features of 2,048 dims (v1 768 + v2 1280), for the
-// hand-written trainer (lib/head-trainer.ts) against tfjs' own `fit` of the same head (extrapolated from a few batches:
+// hand-written trainer (lib/train/head-trainer.ts) against tfjs' own `fit` of the same head (extrapolated from a few batches:
 // a full fit epoch takes ~40 s on wasm). Synthetic features: speed does not depend on their values.
 // Run: npm run bench:train -- [--n 45000] [--dim 2048] [--units 256] [--batch 256] [--bn-affine]
 // (`npm run bench` runs the same measurement on every backend, side by side.)
 import * as os from 'os';
 import * as tf from '@tensorflow/tfjs';
-import { writeJsonAtomic } from '../lib/atomic';
-import { parseCli, runCli } from '../lib/cli';
-import { initBackend } from '../lib/backend';
-import { buildHead } from '../lib/model';
-import { dataDir } from '../lib/paths';
-import { rng } from '../lib/random';
-import { DEFAULT_TRAIN, HeadTrainer } from '../lib/head-trainer';
-import { LabeledFeatures } from '../lib/labeled-features';
+import { writeJsonAtomic } from '../lib/util/atomic';
+import { parseCli, runCli } from '../lib/util/cli';
+import { initBackend } from '../lib/engine/backend';
+import { buildHead } from '../lib/model/classifier';
+import { dataDir } from '../lib/settings/paths';
+import { rng } from '../lib/util/random';
+import { DEFAULT_TRAIN, HeadTrainer } from '../lib/train/head-trainer';
+import { LabeledFeatures } from '../lib/features/labeled-features';
 
 export interface HeadBench {
   n: number;
@@ -101,10 +101,10 @@ export interface FineTuneStepBench {
 
 /** ms per training step of each engine, on random activations of the cut's shape (speed does not depend on values). */
 export async function benchFineTuneStep(backbonesDir?: string, batchSize = 128, steps = 10): Promise<FineTuneStepBench> {
-  const { backboneArtifacts } = await import('../lib/backbones');
-  const { FineTuneTrainer, resolveFineTuneConfig } = await import('../lib/finetune');
-  const { weightLookup } = await import('../lib/graph');
-  const { Trunk, cutLayer, cutShape } = await import('../lib/trunk');
+  const { backboneArtifacts } = await import('../lib/features/backbones');
+  const { FineTuneTrainer, resolveFineTuneConfig } = await import('../lib/train/finetune');
+  const { weightLookup } = await import('../lib/engine/graph');
+  const { Trunk, cutLayer, cutShape } = await import('../lib/model/trunk');
   const a = await backboneArtifacts('mobilenet_v2', { dir: backbonesDir });
   const cut = cutLayer('mobilenet_v2', a.topology, 4);
   const shape = cutShape(a.topology, cut, 160);

@@ -14,17 +14,18 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { writeJsonAtomic } from '../lib/atomic';
-import { parseCli, UsageError } from '../lib/cli';
-import { BACKBONES, BackboneName, backboneSpec, findBackboneDir } from '../lib/backbones';
-import { BackendName, initBackend } from '../lib/backend';
+import { writeJsonAtomic } from '../lib/util/atomic';
+import { parseCli, UsageError } from '../lib/util/cli';
+import { BACKBONES, BackboneName, backboneSpec, findBackboneDir } from '../lib/features/backbones';
+import { BackendName, initBackend } from '../lib/engine/backend';
 import { loadCifar10, PIXELS_PER_IMAGE as PIXELS } from '../lib/data/cifar10';
-import { extractFeatures, terminateFeaturePool } from '../lib/features';
-import { assembleModel, buildHead, loadModel, predictPixels, saveModel } from '../lib/model';
-import { dataDir } from '../lib/paths';
-import { rng } from '../lib/random';
+import { extractFeatures, terminateFeaturePool } from '../lib/features/features';
+import { assembleModel, buildHead, loadModel, predictPixels, saveModel } from '../lib/model/classifier';
+import { dataDir } from '../lib/settings/paths';
+import { rng } from '../lib/util/random';
 import { benchFineTuneStep, benchHead, FineTuneStepBench, HeadBench } from './bench-train';
 import { VENV as KERAS_VENV } from './export-keras';
+import { exitOnInterrupt } from '../lib/util/cancel';
 
 const OPTIONS = {
   backends: { type: 'string', default: 'tensorflow,wasm', help: 'comma list of backends to compare' },
@@ -222,6 +223,8 @@ async function main(): Promise<void> {
   console.log(`\nwrote ${file} (figures mean something only when the load average stayed near or below ${cores})`);
 }
 
+// Ctrl-C, SIGTERM (and npm's, through `exec` in package.json): one `interrupted:` line and 130/143.
+exitOnInterrupt('npm run bench');
 main().catch((err) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   if (process.env.BENCH_DEBUG) console.error(err);

@@ -29,7 +29,7 @@ import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { PROJECT_ROOT } from '../lib/paths';
+import { PROJECT_ROOT } from '../lib/settings/paths';
 import { freePorts } from '../lib/jupyter/kernel';
 import { runNotebook } from '../lib/jupyter/runner';
 import { buildReport } from '../lib/jupyter/report';
@@ -72,10 +72,10 @@ function writeCheckNotebook(file: string): void {
     metadata: { kernelspec: { name: 'cifar10-tslab', display_name: 'TypeScript (CIFAR-10 project)', language: 'typescript' } },
     cells: [
       { cell_type: 'markdown', metadata: {}, source: '# Browser check\nFour plots, the last one live-updated: a bar chart, a heatmap with a percent format, a log-x plot with a marker.' },
-      code("import { bar, heatmap, lineChart, scatter, show } from './lib/plot';\nshow(bar({ title: 'Bars from the project kernel', categories: ['cat', 'dog', 'ship'], values: [3, 5, 2], xTitle: 'class', yTitle: 'images' }));"),
+      code("import { bar, heatmap, lineChart, scatter, show } from './lib/evaluate/plot';\nshow(bar({ title: 'Bars from the project kernel', categories: ['cat', 'dog', 'ship'], values: [3, 5, 2], xTitle: 'class', yTitle: 'images' }));"),
       code("show(heatmap({ title: 'Percent heatmap', x: ['dropout 0.25', 'dropout 0.35'], y: ['lr 0.001', 'lr 0.002'], z: [[0.7420, 0.7240], [0.8040, 0.7980]], showValues: true, valueFormat: '.2%', xTitle: 'dropout', yTitle: 'learning rate' }));"),
       code("const lrs = Array.from({ length: 40 }, (_, i) => 1e-6 * 10 ** (i / 8));\nshow(scatter({ title: 'Log-x marker', series: [{ name: 'loss', x: lrs, y: lrs.map((lr) => 2 - Math.log10(lr) / 10) }], logX: true, lines: true, markers: [{ x: 3e-5, label: 'steepest: 3.0e-5' }], xTitle: 'learning rate', yTitle: 'loss' }));"),
-      code("import { liveFigure } from './lib/plot';\nconst live = liveFigure();\nconst acc: number[] = [];\nfor (let e = 1; e <= 5; e++) { acc.push(0.5 + e / 20); live.update(lineChart({ title: `Live: epoch ${e}`, series: { acc }, markers: [{ x: e, label: 'last' }], yTitle: 'accuracy' })); await new Promise((r) => setTimeout(r, 300)); }"),
+      code("import { liveFigure } from './lib/evaluate/plot';\nconst live = liveFigure();\nconst acc: number[] = [];\nfor (let e = 1; e <= 5; e++) { acc.push(0.5 + e / 20); live.update(lineChart({ title: `Live: epoch ${e}`, series: { acc }, markers: [{ x: e, label: 'last' }], yTitle: 'accuracy' })); await new Promise((r) => setTimeout(r, 300)); }"),
     ].map((c, i) => ({ id: `check-${i}`, ...c })),
   };
   fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -84,7 +84,7 @@ function writeCheckNotebook(file: string): void {
 
 /** Cells of the interrupt check: set-up, a long extraction, a cell reading the set-up's variable, a runtime error on line 2. */
 const INTERRUPT_CELLS = [
-  "import { initBackend } from './lib/backend';\nimport { loadCifar10 } from './lib/data/cifar10';\nimport { extractFeatures } from './lib/features';\nconst backend = await initBackend();\nconst data = await loadCifar10();\nconst keep = `${data.train.n} training images`;",
+  "import { initBackend } from './lib/engine/backend';\nimport { loadCifar10 } from './lib/data/cifar10';\nimport { extractFeatures } from './lib/features/features';\nconst backend = await initBackend();\nconst data = await loadCifar10();\nconst keep = `${data.train.n} training images`;",
   `const n = 9000;\nconst f = await extractFeatures({ images: data.train.images.subarray(0, n * 3072), n: n }, { backbone: 'mobilenet_v2', resolution: 160, cacheDir: ${JSON.stringify(path.join(OUT, 'interrupt-cache'))} });`,
   'console.log(`still here: ${keep}`);',
   'const none: any = undefined;\nconsole.log(none.images.length);',
@@ -281,7 +281,7 @@ async function startLab(port: number, token: string): Promise<ChildProcess> {
         JUPYTER_PATH: path.join(PROJECT_ROOT, 'jupyter'),
         // the project's server config, as `npm run lab` uses it (drops the renderer's PNG snapshots on save)
         JUPYTER_CONFIG_PATH: [path.join(PROJECT_ROOT, 'jupyter', 'config'), process.env.JUPYTER_CONFIG_PATH].filter(Boolean).join(path.delimiter),
-        MODEL_DIR: path.join(OUT, 'model'), // 05 saves here, 06 loads: the project's model is untouched
+        MODELS_DIR: path.join(OUT, 'models'), // 05 saves here, 06 loads: the project's models are untouched
       },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,

@@ -1,7 +1,7 @@
 // `npm run demo [-- --serve] [--port N] [--model DIR] [--out DIR]`: a static web page in out/demo/ that classifies
 // images in the browser with the saved model. Everything it loads sits beside it, by relative URL: the model
 // (model/: model.json, weights, metadata.json), tfjs and its wasm backend from node_modules (vendor/), the 32x32
-// reduction (pixels.js: lib/pixels.ts transpiled, so the page and `npm run predict` share one implementation),
+// reduction (pixels.js: lib/data/pixels.ts transpiled, so the page and `npm run predict` share one implementation),
 // and one CIFAR-10 test image per class from images 0-999 (samples/, PNG). --serve serves the folder on
 // http://127.0.0.1:PORT/; any static host works the same (file:// does not: browsers refuse to fetch from it).
 import { PIXELS_PER_IMAGE } from '../lib/data/cifar10';
@@ -11,10 +11,13 @@ import * as net from 'net';
 import * as path from 'path';
 import { PNG } from 'pngjs';
 import * as ts from 'typescript';
-import { gitCommit, METADATA_FILE, MODEL_DIR } from '../lib/model';
+import { gitCommit, METADATA_FILE } from '../lib/model/classifier';
+import { resolveModel } from '../lib/model/registry';
+import { resolveConfig } from '../lib/settings/config';
+import { modelsDir } from '../lib/settings/paths';
 import { locateCifar10, readClassNames, readFirstTestImages } from '../lib/data/cifar10';
-import { parseCli, UsageError } from '../lib/cli';
-import { PROJECT_ROOT, userPath } from '../lib/paths';
+import { parseCli, UsageError } from '../lib/util/cli';
+import { PROJECT_ROOT, userPath } from '../lib/settings/paths';
 
 export const DEMO_DIR = path.join(PROJECT_ROOT, 'out', 'demo');
 const PAGE = path.join(PROJECT_ROOT, 'scripts', 'demo-page');
@@ -75,11 +78,11 @@ export function buildDemo(opts: { modelDir: string; outDir: string; samples: Sam
   for (const f of files) fs.copyFileSync(path.join(modelDir, f), path.join(outDir, 'model', f));
   for (const v of VENDOR) fs.copyFileSync(require.resolve(v, { paths: [PROJECT_ROOT] }), path.join(outDir, 'vendor', path.basename(v)));
   for (const f of fs.readdirSync(PAGE)) fs.copyFileSync(path.join(PAGE, f), path.join(outDir, f));
-  const pixels = ts.transpileModule(fs.readFileSync(path.join(PROJECT_ROOT, 'lib', 'pixels.ts'), 'utf8'), {
+  const pixels = ts.transpileModule(fs.readFileSync(path.join(PROJECT_ROOT, 'lib', 'data', 'pixels.ts'), 'utf8'), {
     compilerOptions: { module: ts.ModuleKind.ES2020, target: ts.ScriptTarget.ES2020 },
     fileName: 'pixels.ts',
   }).outputText;
-  fs.writeFileSync(path.join(outDir, 'pixels.js'), `// lib/pixels.ts, transpiled by scripts/demo.ts\n${pixels}`);
+  fs.writeFileSync(path.join(outDir, 'pixels.js'), `// lib/data/pixels.ts, transpiled by scripts/demo.ts\n${pixels}`);
 
   const list = opts.samples.map((s) => {
     writePng(path.join(outDir, 'samples', s.name), s.pixels, 32, 32);
@@ -127,25 +130,27 @@ export function serveDir(root: string, port: number, host = '127.0.0.1'): Promis
 }
 
 const CLI = {
-  usage: 'npm run demo -- [--serve] [--port N] [--model DIR] [--out DIR]',
+  usage: 'npm run demo -- [--serve] [--port N] [--model ID|DIR] [--out DIR]',
   notes: ['Put the built folder on any static host; file:// does not work (the browser refuses to fetch the model).'],
   options: {
     serve: { type: 'boolean', help: 'serve the page from a local HTTP server and print its URL' },
     port: { type: 'string', arg: 'n', help: 'port for --serve', default: '8080' },
-    model: { type: 'string', arg: 'dir', help: 'the saved classifier (env MODEL_DIR)' },
+    model: { type: 'string', arg: 'id|dir', help: 'the saved model: current (default), a model id, or a model folder (env MODEL)' },
     out: { type: 'string', arg: 'dir', help: 'where the page is built (default out/demo)' },
   },
 } as const;
 
 async function main(): Promise<void> {
   const { values } = parseCli(CLI);
-  const modelDir = values.model ? userPath(values.model) : MODEL_DIR;
+  const { config } = resolveConfig([], process.env, ['models', 'model']);
+  const ref = resolveModel(modelsDir(config.models), values.model ?? config.model, userPath('.'));
+  const modelDir = ref.dir;
   const outDir = values.out ? userPath(values.out) : DEMO_DIR;
   const cifar = locateCifar10();
   if (!cifar) console.warn('warning: CIFAR-10 not found (set CIFAR10_DIR): the page gets no bundled sample images');
   const samples = cifar ? cifarSamples(cifar) : [];
   buildDemo({ modelDir, outDir, samples });
-  console.log(`demo built in ${path.relative(process.cwd(), outDir) || '.'}/ (model from ${modelDir}, ${samples.length} sample images)`);
+  console.log(`demo built in ${path.relative(process.cwd(), outDir) || '.'}/ (model ${ref.id}${ref.via === 'current' ? ', the current model' : ''}, from ${modelDir}; ${samples.length} sample images)`);
   if (!values.serve) {
     console.log('serve it with `npm run demo -- --serve`, or put the folder on any static host');
     return;

@@ -20,11 +20,14 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { initBackend } from '../lib/backend';
+import { initBackend } from '../lib/engine/backend';
 import { locateCifar10, readFirstTestImages } from '../lib/data/cifar10';
-import { loadModel, MODEL_DIR, predictPixels } from '../lib/model';
-import { parseCli, runCli } from '../lib/cli';
-import { PROJECT_ROOT, userPath } from '../lib/paths';
+import { loadModel, predictPixels } from '../lib/model/classifier';
+import { resolveModel } from '../lib/model/registry';
+import { resolveConfig } from '../lib/settings/config';
+import { modelsDir } from '../lib/settings/paths';
+import { parseCli, runCli } from '../lib/util/cli';
+import { PROJECT_ROOT, userPath } from '../lib/settings/paths';
 
 /** The converter's venv; KERAS_VENV moves it (a test points it at an empty folder). */
 export const VENV = process.env.KERAS_VENV ? path.resolve(process.env.KERAS_VENV) : path.join(PROJECT_ROOT, 'data', 'tools', 'keras-venv');
@@ -162,18 +165,20 @@ export async function checkKeras(modelDir: string, file: string, images: Uint8Ar
 }
 
 const CLI = {
-  usage: 'npm run export:keras -- [--check] [--model DIR] [--out FILE]',
+  usage: 'npm run export:keras -- [--check] [--model ID|DIR] [--out FILE]',
   options: {
     check: { type: 'boolean', help: 'compare the exported file with tfjs on the first 100 test images (max |diff| <= 1e-4)' },
-    model: { type: 'string', arg: 'dir', help: 'the saved classifier (env MODEL_DIR)' },
+    model: { type: 'string', arg: 'id|dir', help: 'the saved model: current (default), a model id, or a model folder (env MODEL)' },
     out: { type: 'string', arg: 'file', help: 'the .h5 to write (default <model dir>/cifar10.h5)' },
   },
 } as const;
 
 async function main(): Promise<number> {
   const { values } = parseCli(CLI);
-  const dir = values.model ? userPath(values.model) : MODEL_DIR;
-  if (!fs.existsSync(path.join(dir, 'model.json'))) throw new Error(`no saved model in ${dir} (model.json missing): run \`npm start\` first`);
+  const { config } = resolveConfig([], process.env, ['models', 'model']);
+  const ref = resolveModel(modelsDir(config.models), values.model ?? config.model, userPath('.'));
+  const dir = ref.dir;
+  console.log(`model ${ref.id}${ref.via === 'current' ? ' (the current model)' : ''} from ${dir}`);
   const out = values.out ? userPath(values.out) : path.join(dir, EXPORT_FILE);
   const bin = ensureVenv();
   const t0 = Date.now();

@@ -4,10 +4,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { killAllKernels } from '../lib/jupyter/kernel';
-import { parseCli, UsageError } from '../lib/cli';
-import { PROJECT_ROOT, userPath } from '../lib/paths';
+import { parseCli, UsageError } from '../lib/util/cli';
+import { PROJECT_ROOT, userPath } from '../lib/settings/paths';
 import { DEFAULT_OUT_DIR, NotebookRunError, runNotebook } from '../lib/jupyter/runner';
-import { envOf, SETTINGS } from '../lib/config';
+import { envOf, SETTINGS } from '../lib/settings/config';
+import { CONTEXT_SETTINGS } from '../lib/settings/context';
 
 const CLI = {
   usage: 'npm run notebooks -- [notebook.ipynb...] [options]',
@@ -89,7 +90,9 @@ async function main(): Promise<number> {
         outFile: path.join(args.outDir, path.basename(file)),
         timeoutSec: args.timeoutSec,
         env: args.env,
-        recordEnv: Object.keys(SETTINGS).map(envOf), // the experiment's settings, wherever they were set
+        baseEnv: process.env,
+        // the experiment's settings, wherever they were set (not where things are, nor the backend)
+        recordEnv: Object.keys(SETTINGS).filter((k) => !(CONTEXT_SETTINGS as readonly string[]).includes(k)).map(envOf),
         kernelName: args.kernel,
         signal: controller.signal,
         log: (line) => console.error(line),

@@ -1,26 +1,28 @@
-// `npm run predict -- a.png b.jpg ...`: label images with the saved classifier (models/cifar10, or --model DIR /
-// env MODEL_DIR). Each file is decoded (PNG via pngjs, JPEG via jpeg-js; the format is read from the bytes, not the
+// `npm run predict -- a.png b.jpg ...`: label images with a saved model — the current one, or --model <id|folder>
+// (env MODEL; saved models live in MODELS_DIR, default models/). Which model was loaded is said on stderr. Each file is decoded (PNG via pngjs, JPEG via jpeg-js; the format is read from the bytes, not the
 // name), reduced to 32x32 as CIFAR-10 images are (area averaging; bilinear when enlarging), and gets its top-3
 // classes. A bad file gets one clear error line and the others still run; the exit code is 1 if any failed.
-import { initBackend } from '../lib/backend';
-import { parseCli, runCli, UsageError } from '../lib/cli';
-import { loadModel, MODEL_DIR } from '../lib/model';
-import { predictFile } from '../lib/predict';
-import { userPath } from '../lib/paths';
+import { initBackend } from '../lib/engine/backend';
+import { parseCli, runCli, UsageError } from '../lib/util/cli';
+import { loadSavedModel } from '../lib/experiment/saved-model';
+import { resolveConfig } from '../lib/settings/config';
+import { predictFile } from '../lib/model/predict';
+import { userPath } from '../lib/settings/paths';
 
 const CLI = {
-  usage: 'npm run predict -- <image.png|jpg>... [--model DIR]',
+  usage: 'npm run predict -- <image.png|jpg>... [--model ID|DIR]',
   notes: ['Paths are relative to the folder you run from. Exit status 1 when any image failed.'],
-  options: { model: { type: 'string', arg: 'dir', help: 'the saved classifier (env MODEL_DIR)' } },
+  options: { model: { type: 'string', arg: 'id|dir', help: 'the saved model: current (default), a model id, or a model folder (env MODEL)' } },
   positionals: true,
 } as const;
 
 async function main(): Promise<number> {
   const { values, positionals } = parseCli(CLI);
-  const dir = values.model ? userPath(values.model) : MODEL_DIR;
+  const { config } = resolveConfig([], process.env, ['models', 'model']);
   if (!positionals.length) throw new UsageError('no image files given (see --help)');
   await initBackend({ log: () => {} });
-  const { model, metadata } = await loadModel(dir);
+  const { model, metadata, line } = await loadSavedModel({ models: config.models, model: values.model ?? config.model }, userPath('.'));
+  console.error(line);
   let failed = 0;
   for (const file of positionals) {
     try {

@@ -2,11 +2,13 @@
 // Turns executed notebooks (default out/notebooks/, written by `npm run notebooks`) into self-contained HTML pages
 // plus a front page (what ran, the headline numbers, key plots) in out/report/ — readable offline, this is how
 // results are shared.
+import { resolveModel } from '../lib/model/registry';
+import { resolveConfig } from '../lib/settings/config';
 import * as fs from 'fs';
 import * as path from 'path';
-import { parseCli, runCli } from '../lib/cli';
+import { parseCli, runCli } from '../lib/util/cli';
 import { DEFAULT_REPORT_IN, DEFAULT_REPORT_OUT, buildReport, executedNotebooks } from '../lib/jupyter/report';
-import { PROJECT_ROOT, userPath } from '../lib/paths';
+import { modelsDir, PROJECT_ROOT, userPath } from '../lib/settings/paths';
 
 const CLI = {
   usage: 'npm run report -- [executed.ipynb...] [--in DIR] [--out DIR] [--model DIR] [--screenshot PNG]',
@@ -14,7 +16,7 @@ const CLI = {
     in: { type: 'string', arg: 'dir', help: 'where the executed notebooks are', default: 'out/notebooks' },
     out: { type: 'string', arg: 'dir', help: 'where the HTML goes', default: 'out/report' },
     screenshot: { type: 'string', arg: 'png', help: 'also photograph the front page with headless Chromium (playwright-core and /usr/bin/chromium, or CHROMIUM=path)' },
-    model: { type: 'string', arg: 'dir', help: "the saved model whose metadata.json gives the headline (default: the MODEL_DIR notebook 5 ran with, else $MODEL_DIR, else models/cifar10)" },
+    model: { type: 'string', arg: 'id|dir', help: 'the saved model whose metadata.json gives the headline (default: the one notebook 06 loaded, else the one 05 saved, else the current model)' },
   },
   positionals: true,
 } as const;
@@ -44,6 +46,16 @@ async function screenshot(index: string, png: string): Promise<void> {
   }
 }
 
+/** The current saved model's folder (MODELS_DIR/current.json), when there is one. */
+function currentModelDir(): string | undefined {
+  const { config } = resolveConfig([], process.env, ['models', 'model']);
+  try {
+    return resolveModel(modelsDir(config.models), config.model, userPath('.')).dir;
+  } catch {
+    return undefined; // the report says the headline has no model behind it
+  }
+}
+
 async function main(): Promise<void> {
   const { values, positionals } = parseCli(CLI);
   const inDir = values.in && values.in !== 'out/notebooks' ? userPath(values.in) : DEFAULT_REPORT_IN;
@@ -55,7 +67,10 @@ async function main(): Promise<void> {
   const inputs = files.length ? files : executedNotebooks(inDir);
   if (inputs.length === 0) throw new Error(`no executed notebooks in ${path.relative(process.cwd(), inDir) || inDir}; run \`npm run notebooks\` first`);
   const t0 = Date.now();
-  const r = buildReport(inputs, outDir, { modelDir: values.model ? userPath(values.model) : undefined });
+  const r = buildReport(inputs, outDir, {
+    modelDir: values.model ? resolveModel(modelsDir(resolveConfig([], process.env, ['models']).config.models), values.model, userPath('.')).dir : undefined,
+    fallbackModelDir: currentModelDir(),
+  });
   for (const p of r.pages) {
     const mb = (fs.statSync(p.file).size / 1e6).toFixed(1);
     console.log(`${path.relative(process.cwd(), p.file)}  ${p.stats.figures} plots, ${p.stats.images} images, ${mb} MB  (${p.status})`);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { applyView, flipHorizontal, parseView, randomAugment } from '../lib/augment';
+import { applyView, flipHorizontal, parseView, randomAugment } from '../lib/data/augment';
 import { fakeImages } from './fake-backbone';
 
 const N = 4;

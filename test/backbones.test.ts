@@ -4,9 +4,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { backboneArtifacts, BACKBONES, compileExtractor, loadBackbone } from '../lib/backbones';
-import { DEFAULT_RESOLUTION, pixelsToTensor, preprocess, ResizeNormalize } from '../lib/preprocess';
+import { initBackend } from '../lib/engine/backend';
+import { backboneArtifacts, BACKBONES, compileExtractor, loadBackbone } from '../lib/features/backbones';
+import { DEFAULT_RESOLUTION, pixelsToTensor, preprocess, ResizeNormalize } from '../lib/data/preprocess';
+import { withRuntimeContext } from '../lib/settings/context';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 
 const REAL = process.env.BACKBONES_DIR;
@@ -94,16 +95,9 @@ test('corrupt model.json: clear error naming the file', async () => {
 });
 
 test('no weights anywhere: error says where to put them (BACKBONES_DIR)', async () => {
-  const saved = { b: process.env.BACKBONES_DIR, d: process.env.DATA_DIR };
   const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'no-models-'));
-  process.env.BACKBONES_DIR = empty;
-  process.env.DATA_DIR = empty;
-  try {
-    await assert.rejects(loadBackbone('mobilenet_v2'), (e: Error) => /BACKBONES_DIR/.test(e.message) && e.message.includes(BACKBONES.mobilenet_v2.url));
-  } finally {
-    saved.b === undefined ? delete process.env.BACKBONES_DIR : (process.env.BACKBONES_DIR = saved.b);
-    saved.d === undefined ? delete process.env.DATA_DIR : (process.env.DATA_DIR = saved.d);
-  }
+  await withRuntimeContext({ backbonesDir: empty, dataDir: empty }, () =>
+    assert.rejects(loadBackbone('mobilenet_v2'), (e: Error) => /BACKBONES_DIR/.test(e.message) && e.message.includes(BACKBONES.mobilenet_v2.url)));
 });
 
 test('ResizeNormalize layer equals preprocess() and survives a save/load round trip', async () => {
@@ -144,7 +138,7 @@ test('real MobileNetV2: [N,1280]; compiled == LayersModel within 1e-4', { skip: 
 
 test('a backbone download goes through the checksummed downloader: a match is kept, a tampered shard is refused', async () => {
   const http = await import('http');
-  const { BACKBONES: registry, backboneFingerprint: fingerprint, downloadBackbone } = await import('../lib/backbones');
+  const { BACKBONES: registry, backboneFingerprint: fingerprint, downloadBackbone } = await import('../lib/features/backbones');
   const src = path.join(await writeFakeBackbone(), registry['mobilenet_v1_0.75'].folder);
   let tamper = false;
   const server = http.createServer((req, res) => {
@@ -156,19 +150,18 @@ test('a backbone download goes through the checksummed downloader: a match is ke
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/model.json`;
-  const saved = process.env.DATA_DIR;
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'dl-'));
   try {
-    process.env.DATA_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'dl-'));
-    const spec = { ...registry['mobilenet_v1_0.75'], url, fingerprint: fingerprint(src) };
-    const got = await downloadBackbone(spec);
-    assert.equal(fingerprint(got), spec.fingerprint);
-    fs.rmSync(got, { recursive: true });
-    tamper = true;
-    await assert.rejects(downloadBackbone(spec), /checksum mismatch: the downloaded files hash to [0-9a-f]{16}, expected [0-9a-f]{16}/);
-    assert.deepEqual(fs.readdirSync(path.join(process.env.DATA_DIR, 'models')), [], 'nothing kept from a bad download');
+    await withRuntimeContext({ dataDir: data }, async () => {
+      const spec = { ...registry['mobilenet_v1_0.75'], url, fingerprint: fingerprint(src) };
+      const got = await downloadBackbone(spec);
+      assert.equal(fingerprint(got), spec.fingerprint);
+      fs.rmSync(got, { recursive: true });
+      tamper = true;
+      await assert.rejects(downloadBackbone(spec), /checksum mismatch: the downloaded files hash to [0-9a-f]{16}, expected [0-9a-f]{16}/);
+      assert.deepEqual(fs.readdirSync(path.join(data, 'models')), [], 'nothing kept from a bad download');
+    });
   } finally {
     server.close();
-    if (saved === undefined) delete process.env.DATA_DIR;
-    else process.env.DATA_DIR = saved;
   }
 });

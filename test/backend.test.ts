@@ -3,8 +3,9 @@ import * as assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import * as fs from 'fs';
 import * as path from 'path';
-import { initBackend } from '../lib/backend';
-import { nativeRoot } from '../lib/native';
+import { initBackend } from '../lib/engine/backend';
+import { nativeRoot } from '../lib/engine/native';
+import { resolveContext, withRuntimeContext } from '../lib/settings/context';
 
 function capture() {
   const lines: string[] = [];
@@ -78,29 +79,18 @@ describe('backend ladder', () => {
   });
 
   test('TFJS_BACKEND=cpu is obeyed, with a loud warning', async () => {
-    const saved = process.env.TFJS_BACKEND;
-    process.env.TFJS_BACKEND = 'cpu';
     const out = capture();
-    try {
-      const choice = await initBackend({ reset: true, ...out });
-      assert.equal(choice.name, 'cpu');
-      assert.match(out.lines[0], /forced by TFJS_BACKEND/);
-      assert.match(out.warnings[0], /about 40x slower than wasm/);
-    } finally {
-      if (saved === undefined) delete process.env.TFJS_BACKEND;
-      else process.env.TFJS_BACKEND = saved;
-    }
+    const backend = resolveContext({ ...process.env, TFJS_BACKEND: 'cpu' }).backend;
+    const choice = await withRuntimeContext({ backend }, () => initBackend({ reset: true, ...out }));
+    assert.equal(choice.name, 'cpu');
+    assert.match(out.lines[0], /forced by TFJS_BACKEND/);
+    assert.match(out.warnings[0], /about 40x slower than wasm/);
   });
 
-  test('a bad TFJS_BACKEND value is a clear error', async () => {
-    const saved = process.env.TFJS_BACKEND;
-    process.env.TFJS_BACKEND = 'webgpu';
-    try {
-      await assert.rejects(initBackend({ reset: true, ...capture() }), /TFJS_BACKEND="webgpu" is not a backend: expected one of auto, tensorflow, wasm, cpu/);
-    } finally {
-      if (saved === undefined) delete process.env.TFJS_BACKEND;
-      else process.env.TFJS_BACKEND = saved;
-    }
+  test('a bad TFJS_BACKEND value is a clear error; an empty one means auto', () => {
+    assert.throws(() => resolveContext({ TFJS_BACKEND: 'webgpu' }), /^Error: TFJS_BACKEND="webgpu" is not a backend: expected one of auto, tensorflow, wasm, cpu$/);
+    assert.equal(resolveContext({ TFJS_BACKEND: '' }).backend, 'auto');
+    assert.equal(resolveContext({}).backend, 'auto');
   });
 
   test('a forced tensorflow backend that cannot load is an error, not a silent fallback', async () => {

@@ -1,7 +1,7 @@
 // Stand-in feature tables for the trainer's tests: Gaussian blobs per class, learnable, with a noise level that
 // makes validation accuracy wobble.
-import { LabeledFeatures } from '../lib/labeled-features';
-import { rng } from '../lib/random';
+import { LabeledFeatures } from '../lib/features/labeled-features';
+import { rng } from '../lib/util/random';
 
 export function blobs(n: number, dim: number, seed: number, noise = 1.5): LabeledFeatures {
   const r = rng(seed);

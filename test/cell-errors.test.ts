@@ -8,7 +8,7 @@ import * as path from 'path';
 import { format } from 'util';
 import { JupyterMessage, Kernel, loadKernelSpec } from '../lib/jupyter/kernel';
 import { errorLocation } from '../lib/jupyter/runner';
-import { PROJECT_ROOT } from '../lib/paths';
+import { PROJECT_ROOT } from '../lib/settings/paths';
 
 interface Frame { indent: string; async: boolean; fn: string | null; location: string; file: string | null; line: number; column: number }
 interface CellErrorsInstance {
@@ -122,11 +122,11 @@ test('through tslab: a TypeError, an earlier cell\'s function, an awaited async 
   assert.equal(r.ok, false);
   assert.match(r.text, /^SyntaxError: .*JSON.*\n    at JSON\.parse \(<anonymous>\)\n    at helper \(cell \[2\] line 2, column 15\)\n    at load \(cell line 4, column 10\)\n    at async cell line 6, column 1\n$/);
   // [4] an error thrown in a project file that tslab compiled: its .ts line and column, relative path
-  r = await exec("import { concatFeatures } from './lib/labeled-features';\nconst z = 3;\nconcatFeatures([]);");
+  r = await exec("import { concatFeatures } from './lib/features/labeled-features';\nconst z = 3;\nconcatFeatures([]);");
   assert.equal(r.ok, false);
-  const at = positionIn(path.join(PROJECT_ROOT, 'lib', 'labeled-features.ts'), "new Error('concatFeatures: nothing to concatenate')");
+  const at = positionIn(path.join(PROJECT_ROOT, 'lib', 'features', 'labeled-features.ts'), "new Error('concatFeatures: nothing to concatenate')");
   // (an imported function is called as `(0, module.f)(...)` in the compiled code: V8 places that call at its `(`)
-  assert.equal(r.text.trim(), `Error: concatFeatures: nothing to concatenate\n    at concatFeatures (lib/labeled-features.ts:${at.line}:${at.column})\n    at cell line 3, column 15`);
+  assert.equal(r.text.trim(), `Error: concatFeatures: nothing to concatenate\n    at concatFeatures (lib/features/labeled-features.ts:${at.line}:${at.column})\n    at cell line 3, column 15`);
   // [5] values still display, TypeScript errors are printed as before
   r = await exec('const v = 6 * 7;\nv');
   assert.deepEqual(r, { ok: true, text: '42\n' });

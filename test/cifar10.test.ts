@@ -20,6 +20,7 @@ import {
   testRange,
 } from '../lib/data/cifar10';
 import { downloadAndExtract } from '../lib/data/download';
+import { withRuntimeContext } from '../lib/settings/context';
 
 const CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 
@@ -239,10 +240,7 @@ describe('download', () => {
   });
 
   test('offline with no data: one error naming the URL, CIFAR10_DIR and the layout', async () => {
-    const saved = { dir: process.env.CIFAR10_DIR, data: process.env.DATA_DIR };
-    delete process.env.CIFAR10_DIR;
-    process.env.DATA_DIR = tmpDir();
-    try {
+    await withRuntimeContext({ cifar10Dir: undefined, dataDir: tmpDir() }, async () => {
       await assert.rejects(loadCifar10({ url: 'http://127.0.0.1:9/none.tar.gz' }), (err: Error) => {
         assert.match(err.message, /CIFAR-10 not found and could not be downloaded/);
         assert.ok(err.message.includes(ARCHIVE_URL), 'names the official URL');
@@ -251,11 +249,7 @@ describe('download', () => {
         assert.ok(!err.message.includes('\n'), 'one line');
         return true;
       });
-    } finally {
-      if (saved.dir !== undefined) process.env.CIFAR10_DIR = saved.dir;
-      if (saved.data !== undefined) process.env.DATA_DIR = saved.data;
-      else delete process.env.DATA_DIR;
-    }
+    });
   });
 });
 

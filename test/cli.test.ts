@@ -1,10 +1,10 @@
-// The command-line tools share one parsing style (lib/cli.ts): --help/-h prints usage and exits 0, bad usage is one
+// The command-line tools share one parsing style (lib/util/cli.ts): --help/-h prints usage and exits 0, bad usage is one
 // `error:` line with exit status 2.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'child_process';
 import * as path from 'path';
-import { PROJECT_ROOT } from '../lib/paths';
+import { PROJECT_ROOT } from '../lib/settings/paths';
 
 const TS = require.resolve('ts-node/register/transpile-only');
 const TOOLS = ['predict', 'notebooks', 'report', 'demo', 'export-keras', 'bench', 'bench-train'];

@@ -5,8 +5,8 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { defaultConfig, helpText, markdownTable, resolveConfig, SETTINGS } from '../lib/config';
-import { PROJECT_ROOT } from '../lib/paths';
+import { defaultConfig, helpText, markdownTable, resolveConfig, SETTINGS } from '../lib/settings/config';
+import { PROJECT_ROOT } from '../lib/settings/paths';
 
 const none = {};
 
@@ -79,5 +79,5 @@ test('--help and -h list every setting with its default and env var', () => {
 
 test('the README\'s settings table is the schema\'s', () => {
   const readme = fs.readFileSync(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
-  assert.ok(readme.includes(markdownTable()), 'README.md must contain lib/config.ts markdownTable() verbatim (regenerate it)');
+  assert.ok(readme.includes(markdownTable()), 'README.md must contain lib/settings/config.ts markdownTable() verbatim (regenerate it)');
 });

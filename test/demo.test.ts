@@ -10,9 +10,9 @@ import * as os from 'os';
 import * as path from 'path';
 import type { Server } from 'http';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { assembleModel, buildHead, headWeights, loadModel, saveModel, setHeadWeights } from '../lib/model';
-import { predictFile } from '../lib/predict';
+import { initBackend } from '../lib/engine/backend';
+import { assembleModel, buildHead, headWeights, loadModel, saveModel, setHeadWeights } from '../lib/model/classifier';
+import { predictFile } from '../lib/model/predict';
 import { buildDemo, serveDir, writePng } from '../scripts/demo';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 

@@ -2,9 +2,9 @@
 // clusters apart; the split sample is stratified and traceable; the figure has one legend entry per class.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { embedSplit, pickRows, umap2d } from '../lib/embed';
-import { embeddingScatter } from '../lib/plot';
-import { rng } from '../lib/random';
+import { embedSplit, pickRows, umap2d } from '../lib/evaluate/embed';
+import { embeddingScatter } from '../lib/evaluate/plot';
+import { rng } from '../lib/util/random';
 
 /** `perCluster` points around each of `centres` in `dim` dimensions (Gaussian noise, sd 1), seeded. */
 function clusters(centres: number[], perCluster: number, dim: number, seed = 3): { x: Float32Array; labels: Uint8Array } {

@@ -2,11 +2,11 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
+import { initBackend } from '../lib/engine/backend';
 import { Cifar10, ImageSet } from '../lib/data/cifar10';
-import { accuracy, evaluate, predictFeaturesTTA, SPLIT_LABELS } from '../lib/evaluate';
-import { buildHead } from '../lib/model';
-import { makeSplits } from '../lib/pipeline';
+import { accuracy, evaluate, predictFeaturesTTA, SPLIT_LABELS } from '../lib/evaluate/evaluate';
+import { buildHead } from '../lib/model/classifier';
+import { makeSplits } from '../lib/experiment/pipeline';
 
 const NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 

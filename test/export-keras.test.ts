@@ -10,9 +10,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { BackboneName, BACKBONES } from '../lib/backbones';
-import { assembleModel, buildHead, headWeights, saveModel, setHeadWeights } from '../lib/model';
+import { initBackend } from '../lib/engine/backend';
+import { BackboneName, BACKBONES } from '../lib/features/backbones';
+import { assembleModel, buildHead, headWeights, saveModel, setHeadWeights } from '../lib/model/classifier';
 import { checkKeras, ensureVenv, exportKeras, kerasTopology, TOLERANCE } from '../scripts/export-keras';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 

@@ -5,8 +5,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { BACKBONES } from '../lib/backbones';
-import { rng } from '../lib/random';
+import { BACKBONES } from '../lib/features/backbones';
+import { rng } from '../lib/util/random';
 
 export async function writeFakeBackbone(root?: string): Promise<string> {
   root = root ?? fs.mkdtempSync(path.join(os.tmpdir(), 'fake-backbones-'));

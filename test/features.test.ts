@@ -3,9 +3,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { initBackend } from '../lib/backend';
-import { BACKBONES, backboneFingerprint } from '../lib/backbones';
-import { cacheFolder, extractFeatures, ExtractOptions, terminateFeaturePool } from '../lib/features';
+import { initBackend } from '../lib/engine/backend';
+import { BACKBONES, backboneFingerprint } from '../lib/features/backbones';
+import { cacheFolder, extractFeatures, ExtractOptions, terminateFeaturePool } from '../lib/features/features';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 
 const REAL = process.env.BACKBONES_DIR;

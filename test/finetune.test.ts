@@ -1,4 +1,4 @@
-// Fine-tuning the top blocks (lib/trunk.ts, lib/finetune.ts, lib/regimes.ts): where each backbone is cut, that the
+// Fine-tuning the top blocks (lib/model/trunk.ts, lib/train/finetune.ts, lib/experiment/regimes.ts): where each backbone is cut, that the
 // cached activation at the cut run through the trunk gives exactly the frozen backbone's features, that the native
 // ReLU6 gradient is tfjs' gradient, that training moves the trunk and the loss, that the saved end-to-end model
 // carries the fine-tuned blocks (pixels path == cached path), and that wasm stops before any work with one line.
@@ -10,20 +10,20 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { backboneArtifacts, BACKBONES } from '../lib/backbones';
-import { parseSetting } from '../lib/config';
+import { initBackend } from '../lib/engine/backend';
+import { backboneArtifacts, BACKBONES } from '../lib/features/backbones';
+import { parseSetting } from '../lib/settings/config';
 import { ImageSet } from '../lib/data/cifar10';
-import { cacheFolder, cutShapeOf, extractFeatures } from '../lib/features';
-import { fineTuneKey } from '../lib/finetune-cache';
-import { fineTuneBackendError, fineTuneSet, FineTuneTrainer, resolveFineTuneConfig } from '../lib/finetune';
-import { weightLookup } from '../lib/graph';
-import { loadModel, predictPixels } from '../lib/model';
-import { PROJECT_ROOT } from '../lib/paths';
-import { evaluateHead, saveClassifier, Splits } from '../lib/pipeline';
-import { chooseRegime, cutsFor, fineTune, fineTuneDataFor, regimeCandidates, regimeName } from '../lib/regimes';
-import { resolveTrunkPrecision } from '../lib/train-graph';
-import { blockEnds, cutLayer, cutShape, Trunk } from '../lib/trunk';
+import { cacheFolder, cutShapeOf, extractFeatures } from '../lib/features/features';
+import { fineTuneKey } from '../lib/train/finetune-cache';
+import { fineTuneBackendError, fineTuneSet, FineTuneTrainer, resolveFineTuneConfig } from '../lib/train/finetune';
+import { weightLookup } from '../lib/engine/graph';
+import { loadModel, predictPixels } from '../lib/model/classifier';
+import { PROJECT_ROOT } from '../lib/settings/paths';
+import { evaluateHead, saveClassifier, Splits } from '../lib/experiment/pipeline';
+import { chooseRegime, cutsFor, fineTune, fineTuneDataFor, regimeCandidates, regimeName } from '../lib/experiment/regimes';
+import { resolveTrunkPrecision } from '../lib/engine/train-graph';
+import { blockEnds, cutLayer, cutShape, Trunk } from '../lib/model/trunk';
 import { fakeImages } from './fake-backbone';
 
 const REAL = process.env.BACKBONES_DIR;
@@ -389,7 +389,7 @@ test('an auto choice is remembered: the re-run uses the same regime (its cached 
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ft-choice-'));
   const args = ['--train-limit', '300', '--val-limit', '100', '--test-limit', '100', '--fine-tune-epochs', '1', '--resolution', String(RES), '--tta', 'off'];
   const runMain = () => spawnSync(process.execPath, ['-r', require.resolve('ts-node/register/transpile-only'), path.join(PROJECT_ROOT, 'scripts', 'main.ts'), ...args], {
-    encoding: 'utf8', timeout: 300_000, env: { ...process.env, DATA_DIR: dataDir, MODEL_DIR: path.join(dataDir, 'model') },
+    encoding: 'utf8', timeout: 300_000, env: { ...process.env, DATA_DIR: dataDir, MODELS_DIR: path.join(dataDir, 'models') },
   });
   const first = runMain();
   assert.equal(first.status, 0, first.stderr);

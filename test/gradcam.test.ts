@@ -8,12 +8,12 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { PNG } from 'pngjs';
-import { initBackend } from '../lib/backend';
-import { BACKBONES, loadBackbone } from '../lib/backbones';
-import { classifierGradCam, gradCam, gradCamGrid, headLogits, jet, overlay, SpatialBackbone, spatialBackbones, truncateAt, upsample } from '../lib/gradcam';
-import { assembleModel, BN_EPSILON, buildHead, predictPixels, saveModel, setHeadWeights } from '../lib/model';
-import { loadClassifier } from '../lib/pipeline';
-import { pixelsToTensor, preprocess } from '../lib/preprocess';
+import { initBackend } from '../lib/engine/backend';
+import { BACKBONES, loadBackbone } from '../lib/features/backbones';
+import { classifierGradCam, gradCam, gradCamGrid, headLogits, jet, overlay, SpatialBackbone, spatialBackbones, truncateAt, upsample } from '../lib/evaluate/gradcam';
+import { assembleModel, BN_EPSILON, buildHead, predictPixels, saveModel, setHeadWeights } from '../lib/model/classifier';
+import { loadClassifier } from '../lib/experiment/pipeline';
+import { pixelsToTensor, preprocess } from '../lib/data/preprocess';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 
 let fakeDir: string;

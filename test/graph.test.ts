@@ -1,4 +1,4 @@
-// Frozen TF graphs (lib/graph.ts) compute what the tfjs models compute: a backbone's graph equals the compiled
+// Frozen TF graphs (lib/engine/graph.ts) compute what the tfjs models compute: a backbone's graph equals the compiled
 // eager extractor, a saved classifier's graph equals its LayersModel, and the cache key follows the weights.
 // Only meaningful on the tensorflow backend (a SavedModel runs in a TF session): skipped, saying so, elsewhere.
 import { test, before } from 'node:test';
@@ -7,11 +7,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { backboneArtifacts, compileExtractor } from '../lib/backbones';
-import { ensureSavedModel, graphKey, loadFrozenGraph, savedModelBytes } from '../lib/graph';
-import { assembleModel, buildHead, loadModel, predictPixels, saveModel, usesFrozenGraph } from '../lib/model';
-import { pixelsToTensor, preprocess } from '../lib/preprocess';
+import { initBackend } from '../lib/engine/backend';
+import { backboneArtifacts, compileExtractor } from '../lib/features/backbones';
+import { ensureSavedModel, graphKey, loadFrozenGraph, savedModelBytes } from '../lib/engine/graph';
+import { assembleModel, buildHead, loadModel, predictPixels, saveModel, usesFrozenGraph } from '../lib/model/classifier';
+import { pixelsToTensor, preprocess } from '../lib/data/preprocess';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 
 let fakeDir: string;

@@ -3,10 +3,10 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { BN_EPSILON } from '../lib/model';
-import { DEFAULT_TRAIN, HeadBatch, headGradients, HeadTrainer, resolveTrainConfig, scheduledLr } from '../lib/head-trainer';
-import { rng } from '../lib/random';
+import { initBackend } from '../lib/engine/backend';
+import { BN_EPSILON } from '../lib/model/classifier';
+import { DEFAULT_TRAIN, HeadBatch, headGradients, HeadTrainer, resolveTrainConfig, scheduledLr } from '../lib/train/head-trainer';
+import { rng } from '../lib/util/random';
 import { maxAbsDiff } from './blobs';
 
 const ready = initBackend({ log: () => {} });

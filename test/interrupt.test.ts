@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { JupyterMessage, Kernel, loadKernelSpec } from '../lib/jupyter/kernel';
-import { PROJECT_ROOT } from '../lib/paths';
+import { PROJECT_ROOT } from '../lib/settings/paths';
 import { writeFakeBackbone } from './fake-backbone';
 
 let kernel: Kernel;
@@ -62,8 +62,8 @@ before(async () => {
   cache = fs.mkdtempSync(path.join(os.tmpdir(), 'interrupt-cache-'));
   kernel = await Kernel.start({ spec: loadKernelSpec(), cwd: PROJECT_ROOT, env: { ...process.env, BACKBONES_DIR: backbones } });
   const setup = await run(`
-import { extractFeatures } from './lib/features';
-import { trainHead } from './lib/training-loop';
+import { extractFeatures } from './lib/features/features';
+import { trainHead } from './lib/train/training-loop';
 import { fakeImages } from './test/fake-backbone';
 const keep = 42;
 const n = 20000;

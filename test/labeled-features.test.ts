@@ -1,7 +1,7 @@
 // The feature table's helpers: checks that name what is wrong, row subsets, column-wise concatenation, column statistics.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { checkData, columnStats, concatFeatures, LabeledFeatures, subsetFeatures } from '../lib/labeled-features';
+import { checkData, columnStats, concatFeatures, LabeledFeatures, subsetFeatures } from '../lib/features/labeled-features';
 
 const table = (): LabeledFeatures => ({
   views: [Float32Array.from([1, 2, 3, 4, 5, 6]), Float32Array.from([10, 20, 30, 40, 50, 60])],

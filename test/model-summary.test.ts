@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { modelSummary } from '../lib/model-summary';
+import { modelSummary } from '../lib/model/model-summary';
 
 test('full names, types, shapes, parameters and totals; "input from" for graphs', () => {
   const x = tf.input({ shape: [4], name: 'pixels' });

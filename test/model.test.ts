@@ -6,12 +6,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { BackboneName, BACKBONES } from '../lib/backbones';
-import { extractFeatures, terminateFeaturePool } from '../lib/features';
-import { assembleModel, buildHead, headWeights, loadModel, predictPixels, saveModel, setHeadWeights, usesFrozenGraph } from '../lib/model';
-import { predictFeatures } from '../lib/evaluate';
-import { concatFeatures } from '../lib/labeled-features';
+import { initBackend } from '../lib/engine/backend';
+import { BackboneName, BACKBONES } from '../lib/features/backbones';
+import { extractFeatures, terminateFeaturePool } from '../lib/features/features';
+import { assembleModel, buildHead, headWeights, loadModel, predictPixels, saveModel, setHeadWeights, usesFrozenGraph } from '../lib/model/classifier';
+import { predictFeatures } from '../lib/evaluate/evaluate';
+import { concatFeatures } from '../lib/features/labeled-features';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 
 const REAL = process.env.BACKBONES_DIR;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { paramEnvName, params } from '../lib/params';
+import { paramEnvName, params } from '../lib/settings/params';
 
 test('env names: the key in UPPER_SNAKE_CASE, the same as npm start reads', () => {
   assert.equal(paramEnvName('trainLimit'), 'TRAIN_LIMIT');
@@ -8,7 +8,7 @@ test('env names: the key in UPPER_SNAKE_CASE, the same as npm start reads', () =
   assert.equal(paramEnvName('useTTA'), 'USE_TTA');
   assert.equal(paramEnvName('top5'), 'TOP5');
   assert.equal(paramEnvName('HTTPServer'), 'HTTP_SERVER');
-  assert.equal(paramEnvName('out'), 'MODEL_DIR', 'a setting may name its own variable');
+  assert.equal(paramEnvName('models'), 'MODELS_DIR', 'a setting may name its own variable');
 });
 
 test('experiment settings are parsed by the schema, a notebook\'s own keys by their default\'s type', () => {

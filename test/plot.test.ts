@@ -5,10 +5,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { PNG } from 'pngjs';
-import { bar, classCountsChart, confusionHeatmap, d3Format, heatmap, histogram, imageGrid, lineChart, liveFigure, scatter, show, table } from '../lib/plot';
-import { captionScale, wrapCaption } from '../lib/image-grid';
-import { figureHtml, scriptJson } from '../lib/plotly-html';
-import { displayBundle } from '../lib/notebook';
+import { bar, classCountsChart, confusionHeatmap, d3Format, heatmap, histogram, imageGrid, lineChart, liveFigure, scatter, show, table } from '../lib/evaluate/plot';
+import { captionScale, wrapCaption } from '../lib/evaluate/image-grid';
+import { figureHtml, scriptJson } from '../lib/evaluate/plotly-html';
+import { displayBundle } from '../lib/jupyter/notebook';
+import { withRuntimeContext } from '../lib/settings/context';
 
 const roundTrip = <T>(v: T): T => JSON.parse(JSON.stringify(v));
 
@@ -78,17 +79,14 @@ test('table: columns from rows; mismatched row is an error', () => {
 });
 
 test('outside a notebook: show() is silent without PLOT_DIR and writes the figure JSON with it', () => {
-  delete process.env.PLOT_DIR;
   const fig = bar({ title: 'Per class', categories: ['a'], values: [1] });
-  assert.equal(show(fig), undefined);
+  assert.equal(withRuntimeContext({ plotDir: undefined }, () => show(fig)), undefined);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plots-'));
-  process.env.PLOT_DIR = dir;
   try {
-    const file = show(fig)!;
+    const file = withRuntimeContext({ plotDir: dir }, () => show(fig))!;
     assert.equal(path.basename(file), 'per-class.json');
     assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), fig);
   } finally {
-    delete process.env.PLOT_DIR;
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const live = liveFigure();

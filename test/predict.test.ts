@@ -9,9 +9,9 @@ import * as path from 'path';
 import { PNG } from 'pngjs';
 import * as jpeg from 'jpeg-js';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { assembleModel, buildHead, saveModel } from '../lib/model';
-import { decodeImage, resizeTo } from '../lib/predict';
+import { initBackend } from '../lib/engine/backend';
+import { assembleModel, buildHead, saveModel } from '../lib/model/classifier';
+import { decodeImage, resizeTo } from '../lib/model/predict';
 import { writeFakeBackbone } from './fake-backbone';
 
 const ROOT = path.resolve(__dirname, '..');

@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { fmtRate, progress } from '../lib/progress';
+import { fmtRate, progress } from '../lib/util/progress';
 
 test('a rate reads as units per second, or seconds per unit when a unit takes longer than a second', () => {
   assert.equal(fmtRate(331.24, 'img'), '331.2 img/s');

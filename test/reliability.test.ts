@@ -7,9 +7,9 @@ import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { BACKBONES } from '../lib/backbones';
+import { BACKBONES } from '../lib/features/backbones';
 import { RECORD_BYTES, TEST_FILE, TRAIN_FILES, META_FILE } from '../lib/data/cifar10';
-import { PROJECT_ROOT } from '../lib/paths';
+import { PROJECT_ROOT } from '../lib/settings/paths';
 import { writeFakeBackbone } from './fake-backbone';
 
 const TS_NODE = require.resolve('ts-node/register/transpile-only');
@@ -56,7 +56,7 @@ function run(script: string, args: string[], env: Record<string, string | undefi
   const r = spawnSync(process.execPath, ['-r', TS_NODE, script, ...args], {
     cwd, encoding: 'utf8', timeout: 180_000,
     // Every run writes into the suite's temp folder unless a case says otherwise, never into the project.
-    env: { ...process.env, CIFAR10_DIR: cifarDir, BACKBONES_DIR: backbonesDir, INIT_CWD: undefined, DATA_DIR: path.join(work, 'data'), MODEL_DIR: path.join(work, 'model'), ...env },
+    env: { ...process.env, CIFAR10_DIR: cifarDir, BACKBONES_DIR: backbonesDir, INIT_CWD: undefined, DATA_DIR: path.join(work, 'data'), MODELS_DIR: path.join(work, 'models'), ...env },
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -86,7 +86,7 @@ test('a backbone that breaks inside the extractor fails the run with a non-zero 
   for (let i = 0; i < 20; i++) {
     // The frozen regime: extraction runs backbone by backbone (auto would probe both backbones before any features).
     const r = run(MAIN, [...SMALL, '--backbones', 'mobilenet_v1_0.75,mobilenet_v2', '--trainable-blocks', '0,0'], {
-      BACKBONES_DIR: broken, DATA_DIR: path.join(work, `race-${i}`), MODEL_DIR: path.join(work, `race-model-${i}`),
+      BACKBONES_DIR: broken, DATA_DIR: path.join(work, `race-${i}`), MODELS_DIR: path.join(work, `race-model-${i}`),
     });
     assert.notEqual(r.status, 0, `run ${i + 1}: exit status ${r.status} after: ${lastError(r)}`);
     assert.match(lastError(r), /^error: backbone mobilenet_v2: layer out_relu not found in model\.json$/, `run ${i + 1}`);
@@ -95,14 +95,14 @@ test('a backbone that breaks inside the extractor fails the run with a non-zero 
   }
 });
 
-test('a read-only MODEL_DIR fails at once, naming the folder, before any data is loaded', (t) => {
+test('a read-only MODELS_DIR fails at once, naming the folder, before any data is loaded', (t) => {
   const target = fs.mkdtempSync(path.join(os.tmpdir(), 'model-'));
   const ro = readOnlyMount(target);
   if (!ro) return t.skip(NO_MOUNT);
   try {
-    const r = run(MAIN, SMALL, { MODEL_DIR: path.join(ro.path, 'cifar10'), DATA_DIR: path.join(work, 'ro-model-data') });
+    const r = run(MAIN, SMALL, { MODELS_DIR: path.join(ro.path, 'cifar10'), DATA_DIR: path.join(work, 'ro-model-data') });
     assert.equal(r.status, 1);
-    assert.match(lastError(r), new RegExp(`^error: MODEL_DIR ${ro.path}/cifar10 is not writable \\(`));
+    assert.match(lastError(r), new RegExp(`^error: MODELS_DIR ${ro.path}/cifar10 is not writable \\(`));
     assert.doesNotMatch(r.stdout, /^data: /m, 'it stopped before loading data'); // structural, not timed: CI machines are noisy
   } finally {
     ro.release();
@@ -111,12 +111,12 @@ test('a read-only MODEL_DIR fails at once, naming the folder, before any data is
 
 test('a read-only warm DATA_DIR is used for reading: same results, a note, exit 0', (t) => {
   const data = path.join(work, 'warm-data');
-  const first = run(MAIN, SMALL, { DATA_DIR: data, MODEL_DIR: path.join(work, 'warm-model-1') });
+  const first = run(MAIN, SMALL, { DATA_DIR: data, MODELS_DIR: path.join(work, 'warm-model-1') });
   assert.equal(first.status, 0, lastError(first));
   const ro = readOnlyMount(data);
   if (!ro) return t.skip(NO_MOUNT);
   try {
-    const second = run(MAIN, SMALL, { DATA_DIR: ro.path, MODEL_DIR: path.join(work, 'warm-model-2') });
+    const second = run(MAIN, SMALL, { DATA_DIR: ro.path, MODELS_DIR: path.join(work, 'warm-model-2') });
     assert.equal(second.status, 0, lastError(second));
     assert.match(second.stdout, /note: DATA_DIR .* is not writable: its feature cache is read/);
     const table = (s: string) => s.split('\n').filter((l) => /^(validation|test 0-999)/.test(l)).join('\n');
@@ -126,7 +126,8 @@ test('a read-only warm DATA_DIR is used for reading: same results, a note, exit 
     assert.match(first.stdout + first.stderr, computing, 'the first run computed features');
     assert.doesNotMatch(second.stdout + second.stderr, computing, 'the second run computed none: all came from the read-only cache');
     assert.match(second.stderr, /note: run log in .* not saved/);
-    assert.ok(fs.existsSync(path.join(work, 'warm-model-2', 'model.json')), 'the model was saved');
+    const id = JSON.parse(fs.readFileSync(path.join(work, 'warm-model-2', 'current.json'), 'utf8')).id;
+    assert.ok(fs.existsSync(path.join(work, 'warm-model-2', id, 'model.json')), 'the model was saved');
   } finally {
     ro.release();
   }
@@ -141,11 +142,12 @@ test('CIFAR10_DIR pointing at a file says "not a folder"', () => {
 test('a model whose metadata.json is {} gets one clear line from predict', () => {
   const data = path.join(work, 'meta-data');
   const model = path.join(work, 'meta-model');
-  assert.equal(run(MAIN, SMALL, { DATA_DIR: data, MODEL_DIR: model }).status, 0);
-  fs.writeFileSync(path.join(model, 'metadata.json'), '{}');
+  assert.equal(run(MAIN, SMALL, { DATA_DIR: data, MODELS_DIR: model }).status, 0);
+  const current = JSON.parse(fs.readFileSync(path.join(model, 'current.json'), 'utf8')).id;
+  fs.writeFileSync(path.join(model, current, 'metadata.json'), '{}');
   const img = path.join(work, 'x.png');
   fs.copyFileSync(path.join(PROJECT_ROOT, 'package.json'), img); // never read: metadata fails first
-  const r = run(PREDICT, [img], { MODEL_DIR: model, DATA_DIR: data });
+  const r = run(PREDICT, [img], { MODELS_DIR: model, DATA_DIR: data });
   assert.equal(r.status, 1);
   assert.match(lastError(r), /metadata\.json: bad model metadata: "backbones" should be a non-empty list/);
 });
@@ -153,18 +155,19 @@ test('a model whose metadata.json is {} gets one clear line from predict', () =>
 test('relative paths are resolved against the folder the user typed them in (INIT_CWD under npm)', () => {
   const data = path.join(work, 'cwd-data');
   const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'elsewhere-'));
-  const r1 = run(MAIN, SMALL, { DATA_DIR: data, MODEL_DIR: 'my-model', INIT_CWD: elsewhere });
+  const r1 = run(MAIN, SMALL, { DATA_DIR: data, MODELS_DIR: 'my-model', INIT_CWD: elsewhere });
   assert.equal(r1.status, 0, lastError(r1));
-  assert.ok(fs.existsSync(path.join(elsewhere, 'my-model', 'model.json')), 'MODEL_DIR=my-model landed in the caller\'s folder');
+  const id = JSON.parse(fs.readFileSync(path.join(elsewhere, 'my-model', 'current.json'), 'utf8')).id;
+  assert.ok(fs.existsSync(path.join(elsewhere, 'my-model', id, 'model.json')), 'MODELS_DIR=my-model landed in the caller\'s folder');
   // The saved model records the resolved settings, typed.
-  const meta = JSON.parse(fs.readFileSync(path.join(elsewhere, 'my-model', 'metadata.json'), 'utf8'));
+  const meta = JSON.parse(fs.readFileSync(path.join(elsewhere, 'my-model', id, 'metadata.json'), 'utf8'));
   assert.deepEqual([meta.config.trainLimit, meta.config.backbones, meta.config.tta, meta.config.lr], [200, ['mobilenet_v1_0.75'], false, 0.001]);
   // An image given relative to the caller's folder is found there, not in the project.
   const { PNG } = require('pngjs');
   const png = new PNG({ width: 32, height: 32 });
   png.data.fill(128);
   fs.writeFileSync(path.join(elsewhere, 'grey.png'), PNG.sync.write(png));
-  const r2 = run(PREDICT, ['grey.png'], { MODEL_DIR: 'my-model', INIT_CWD: elsewhere, DATA_DIR: data });
+  const r2 = run(PREDICT, ['grey.png'], { MODELS_DIR: 'my-model', INIT_CWD: elsewhere, DATA_DIR: data });
   assert.equal(r2.status, 0, lastError(r2));
   assert.match(r2.stdout, /^grey\.png: \w+ \d+\.\d%/m);
 });
@@ -172,7 +175,7 @@ test('relative paths are resolved against the folder the user typed them in (INI
 test('two runs sharing one DATA_DIR share the work and agree', async () => {
   const cache = path.join(work, 'shared-cache');
   const code = `
-    const { extractFeatures } = require(${JSON.stringify(path.join(PROJECT_ROOT, 'lib', 'features'))});
+    const { extractFeatures } = require(${JSON.stringify(path.join(PROJECT_ROOT, 'lib', 'features', 'features'))});
     const { loadCifar10 } = require(${JSON.stringify(path.join(PROJECT_ROOT, 'lib', 'data', 'cifar10'))});
     const crypto = require('crypto');
     (async () => {
@@ -206,11 +209,12 @@ test('a cold read-only DATA_DIR costs only the caching: the run finishes, says s
   if (!ro) return t.skip(NO_MOUNT);
   try {
     const model = path.join(work, 'cold-ro-model');
-    const r = run(MAIN, SMALL, { DATA_DIR: ro.path, MODEL_DIR: model });
+    const r = run(MAIN, SMALL, { DATA_DIR: ro.path, MODELS_DIR: model });
     assert.equal(r.status, 0, lastError(r));
     assert.match(r.stdout, /note: DATA_DIR .* is not writable/);
     assert.match(r.stderr, /note: feature cache in .* not saved \(.*\); continuing without it/);
-    assert.ok(fs.existsSync(path.join(model, 'model.json')), 'the model was saved');
+    const id = JSON.parse(fs.readFileSync(path.join(model, 'current.json'), 'utf8')).id;
+    assert.ok(fs.existsSync(path.join(model, id, 'model.json')), 'the model was saved');
   } finally {
     ro.release();
   }
@@ -224,12 +228,13 @@ describe('saving the classifier', () => {
 
   /** A small trained head on stand-in features, everything saveClassifier needs. */
   async function trainSmall() {
-    const { initBackend } = await import('../lib/backend');
+    const { initBackend } = await import('../lib/engine/backend');
     const { loadCifar10 } = await import('../lib/data/cifar10');
-    const { evaluateHead, experimentSplits, featuresFor, EXPERIMENT } = await import('../lib/pipeline');
-    const { trainHead } = await import('../lib/training-loop');
+    const { evaluateHead, experimentSplits, featuresFor, EXPERIMENT } = await import('../lib/experiment/pipeline');
+    const { trainHead } = await import('../lib/train/training-loop');
+    const { initRuntimeContext } = await import('../lib/settings/context');
+    initRuntimeContext({ ...process.env, CIFAR10_DIR: cifarDir, BACKBONES_DIR: backbonesDir });
     await initBackend({ log: () => {} });
-    process.env.CIFAR10_DIR = cifarDir;
     const data = await loadCifar10({ download: false });
     const p = { ...EXPERIMENT, backbones: ['mobilenet_v1_0.75' as const], resolution: 32, trainLimit: 200, valLimit: 100, testLimit: 100, tta: false };
     const splits = experimentSplits(data, p);
@@ -242,8 +247,7 @@ describe('saving the classifier', () => {
     return { p, splits, test, evals, head: res.head };
   }
   const save = async (dir: string, test = setup.test) => {
-    const { saveClassifier } = await import('../lib/pipeline');
-    process.env.BACKBONES_DIR = backbonesDir;
+    const { saveClassifier } = await import('../lib/experiment/pipeline');
     return saveClassifier({ head: setup.head, params: setup.p, splits: setup.splits, test, evals: setup.evals, training: {}, dir });
   };
 

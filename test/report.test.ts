@@ -5,8 +5,8 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { bar, lineChart, imageGrid } from '../lib/plot';
-import { PLOTLY_LOADER_META, PLOTLY_MIME, figureHtml } from '../lib/plotly-html';
+import { bar, lineChart, imageGrid } from '../lib/evaluate/plot';
+import { PLOTLY_LOADER_META, PLOTLY_MIME, figureHtml } from '../lib/evaluate/plotly-html';
 import { buildReport, printedHeadline, printedParams, runScale, terminalText } from '../lib/jupyter/report';
 
 const count = (s: string, needle: string) => s.split(needle).length - 1;
@@ -86,11 +86,12 @@ test('front page: headline from metadata.json (cross-checked with the printed ta
     const code = (id: string, outputs: object[]) => ({ cell_type: 'code', id, metadata: {}, execution_count: 1, source: 'x', outputs });
     // saved from JupyterLab: no runner metadata, the parameters come from what the parameters cell printed
     fs.writeFileSync(path.join(dir, '05-train.ipynb'), JSON.stringify(nb([
-      code('p', [stream(`parameters: trainLimit=2000 (TRAIN_LIMIT), valLimit=0, epochs=5 (EPOCHS), out="${model}" (MODEL_DIR)\n`), stream('tfjs backend: tensorflow (libtensorflow 2.21.0, CPU)\n')]),
+      code('p', [stream(`parameters: trainLimit=2000 (TRAIN_LIMIT), valLimit=0, epochs=5 (EPOCHS), models="${dir}" (MODELS_DIR)\n`), stream('tfjs backend: tensorflow (libtensorflow 2.21.0, CPU)\n')]),
       code('f', [fig('Final training: best epoch 2 of 5'), fig('Best validation accuracy')]),
       code('r', [stream('best epoch 2: validation 82.80% · run RUN-42\n')]),
     ])));
     fs.writeFileSync(path.join(dir, '06-evaluate.ipynb'), JSON.stringify(nb([
+      code('l', [stream(`loaded model m1 (the current model) from ${model}: frozen, mobilenet_v2 @ 160px, 10 classes; trained 2026-12-01\n`)]),
       code('t', [stream('split               images  accuracy  with TTA\n------------------  ------  --------  --------\nvalidation          500     82.80%    82.60%\ntest 0-999 (exact)  1000    82.10%    83.10%\n'), fig('Confusion matrix — test 0-999 (exact) + TTA')]),
     ])));
     const r = buildReport([path.join(dir, '05-train.ipynb'), path.join(dir, '06-evaluate.ipynb')], path.join(dir, 'out'));
@@ -104,7 +105,7 @@ test('front page: headline from metadata.json (cross-checked with the printed ta
     assert.deepEqual(s.headline.warnings, []);
     assert.equal(s.backend, 'tensorflow (libtensorflow 2.21.0, CPU)');
     assert.equal(s.commit, 'abc123');
-    assert.deepEqual(s.keyFigures.map((k) => [k.notebook, k.cell]), [['05-train', 3], ['05-train', 3], ['06-evaluate', 2]]);
+    assert.deepEqual(s.keyFigures.map((k) => [k.notebook, k.cell]), [['05-train', 3], ['05-train', 3], ['06-evaluate', 3]]);
     const index = fs.readFileSync(r.index, 'utf8');
     assert.match(index, /<h1>CIFAR-10 transfer learning in TypeScript notebooks<\/h1>/, "the project's name");
     assert.match(index, /<td>test 0-999 \(exact\)<\/td><td class="num">1,000<\/td><td class="num">82.10%<\/td><td class="num"><strong>83.10%<\/strong><\/td>/);

@@ -5,7 +5,7 @@ import * as assert from 'node:assert/strict';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { PROJECT_ROOT } from '../lib/paths';
+import { PROJECT_ROOT } from '../lib/settings/paths';
 import { Notebook, CodeCell, joinText, readNotebook } from '../lib/jupyter/nbformat';
 import { errorLocation, errorSummary, runNotebook, NotebookRunError } from '../lib/jupyter/runner';
 
@@ -57,9 +57,9 @@ test('a passing notebook: outputs, execution counts, display updates and params 
   const file = writeNb('pass.ipynb', [
     ['markdown', '# Title'],
     ['code', "console.log('value', process.env.SOME_VALUE);\nconsole.error('to stderr');"],
-    ['code', "import { notebookDisplay } from './lib/notebook';\nconst d = notebookDisplay()!.newDisplay();\nd.text('first');\nd.text('second');"],
+    ['code', "import { notebookDisplay } from './lib/jupyter/notebook';\nconst d = notebookDisplay()!.newDisplay();\nd.text('first');\nd.text('second');"],
     ['code', '   '], // empty cells are skipped, like nbclient
-    ['code', "import { params } from './lib/params';\nconst P = params({ someValue: 1 });\nconsole.log(P.someValue * 2);"],
+    ['code', "import { params } from './lib/settings/params';\nconst P = params({ someValue: 1 });\nconsole.log(P.someValue * 2);"],
   ]);
   const before = fs.readFileSync(file, 'utf8');
   const r = await cli([file, '-p', 'SOME_VALUE=21']);

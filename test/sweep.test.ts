@@ -4,13 +4,14 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { initBackend } from '../lib/backend';
-import { listRuns, readRun } from '../lib/runs';
-import { lrFind, sweep } from '../lib/sweep';
+import { initBackend } from '../lib/engine/backend';
+import { listRuns, readRun } from '../lib/experiment/runs';
+import { lrFind, sweep } from '../lib/train/sweep';
+import { initRuntimeContext } from '../lib/settings/context';
 import { blobs } from './blobs';
 
+initRuntimeContext({ ...process.env, DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'sweep-test-')) });
 const ready = initBackend({ log: () => {} });
-process.env.DATA_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'sweep-test-'));
 
 test('the sweep trains every setting, keeps the best head and groups its logged runs', async () => {
   await ready;

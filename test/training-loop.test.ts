@@ -7,15 +7,16 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../lib/backend';
-import { LabeledFeatures } from '../lib/labeled-features';
-import { headWeights } from '../lib/model';
-import { listRuns, readRun, runsDir } from '../lib/runs';
-import { Callback, FitState, trainHead } from '../lib/training-loop';
+import { initBackend } from '../lib/engine/backend';
+import { LabeledFeatures } from '../lib/features/labeled-features';
+import { headWeights } from '../lib/model/classifier';
+import { listRuns, readRun, runsDir } from '../lib/experiment/runs';
+import { Callback, FitState, trainHead } from '../lib/train/training-loop';
+import { initRuntimeContext } from '../lib/settings/context';
 import { blobs, maxAbsDiff } from './blobs';
 
+initRuntimeContext({ ...process.env, DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'training-loop-test-')) });
 const ready = initBackend({ log: () => {} });
-process.env.DATA_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'training-loop-test-'));
 
 test('early stopping restores the best epoch weights (not the last)', async () => {
   await ready;

@@ -5,7 +5,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { PROJECT_ROOT } from '../lib/paths';
+import { PROJECT_ROOT } from '../lib/settings/paths';
 
 const SCRIPT = path.join(PROJECT_ROOT, 'scripts', 'typecheck-notebooks.ts');
 const TS = require.resolve('ts-node/register/transpile-only');
@@ -20,7 +20,7 @@ const check = (file: string) => spawnSync(process.execPath, ['-r', TS, SCRIPT, f
 test('cells share one scope, in order, with top-level await and imports from the project root', () => {
   const r = check(notebook([
     ['markdown', '# t'],
-    ['code', "import { percent } from './lib/format';\nconst x = await Promise.resolve(0.5);"],
+    ['code', "import { percent } from './lib/util/format';\nconst x = await Promise.resolve(0.5);"],
     ['code', 'console.log(percent(x));'],
   ]));
   assert.equal(r.status, 0, r.stderr);
@@ -30,7 +30,7 @@ test('cells share one scope, in order, with top-level await and imports from the
 test('a renamed lib function fails, naming the notebook, the cell and the line in it', () => {
   const r = check(notebook([
     ['markdown', '# t'],
-    ['code', "import { percent } from './lib/format';"],
+    ['code', "import { percent } from './lib/util/format';"],
     ['code', "console.log(percent(0.5));\nconsole.log(percentage(0.5));"],
   ]));
   assert.equal(r.status, 1);

@@ -1,24 +1,16 @@
 # Jupyter server configuration for this project, found through JUPYTER_CONFIG_PATH (set by `npm run lab` and
 # `npm run browser-check`; nothing in your global Jupyter config is touched).
 #
-# JupyterLab's plotly renderer (the `plotly` pip package) stores a PNG snapshot of every plot it draws next to the
-# figure JSON, which makes up most of a saved notebook: notebook 5's four plots are ~12 KB of figure JSON and
-# ~280 KB of snapshots at a 1280-px window, more on a wider one. The figure JSON is what the renderer draws from, so
-# the snapshot is dropped when a notebook is saved: outputs that carry the figure JSON keep everything else.
+# Saved notebooks keep plotly figures as JSON only (no PNG snapshots): the pre-save hook lives in
+# cifar10_notebook_hooks.py beside this file, a server extension that registers it once (see there for why not
+# `c.FileContentsManager.pre_save_hook`, which warned on every start).
+import os
+import sys
 
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
-
-
-def drop_plotly_snapshots(model, **kwargs):
-    """pre_save_hook: remove image/png from outputs that also hold a plotly figure."""
-    if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
-        return
-    for cell in model["content"].get("cells", []):
-        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            data = output.get("data")
-            if isinstance(data, dict) and PLOTLY_MIME in data:
-                data.pop("image/png", None)
-
+# This file is executed once per app that loads config (the server, then each extension): keep every step idempotent.
+_here = os.path.dirname(os.path.abspath(__file__))  # noqa: F821 (__file__ is set by the config loader)
+if _here not in sys.path:
+    sys.path.insert(0, _here)
 
 c = get_config()  # noqa: F821 (defined by the config loader)
-c.FileContentsManager.pre_save_hook = drop_plotly_snapshots
+c.ServerApp.jpserver_extensions.update({"cifar10_notebook_hooks": True})

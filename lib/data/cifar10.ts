@@ -5,8 +5,9 @@
 // wants, so no per-pixel tensor work is needed anywhere.
 import * as fs from 'fs';
 import * as path from 'path';
-import { dataDir, userPath } from '../paths';
-import { rng, shuffle } from '../random';
+import { runtimeContext } from '../settings/context';
+import { dataDir, userPath } from '../settings/paths';
+import { rng, shuffle } from '../util/random';
 import { downloadAndExtract } from './download';
 
 export const IMAGE_SIZE = 32;
@@ -146,10 +147,11 @@ function looksLikeCifarDir(dir: string): boolean {
   return fs.existsSync(path.join(dir, TEST_FILE)) || fs.existsSync(path.join(dir, META_FILE));
 }
 
-/** Where the data is: option, env CIFAR10_DIR, data/cifar-10-batches-bin; undefined when none exists. */
+/** Where the data is: option, CIFAR10_DIR (the runtime context's), data/cifar-10-batches-bin; undefined when none exists. */
 export function locateCifar10(opts: LoadOptions = {}): string | undefined {
   if (opts.dir) return userPath(opts.dir); // explicit: errors about its contents name it
-  if (process.env.CIFAR10_DIR) return userPath(process.env.CIFAR10_DIR);
+  const fromContext = runtimeContext().cifar10Dir;
+  if (fromContext) return fromContext;
   const local = dataDir(FOLDER_NAME);
   return looksLikeCifarDir(local) ? local : undefined;
 }

@@ -6,8 +6,8 @@ import * as http from 'http';
 import * as https from 'https';
 import * as path from 'path';
 import * as tar from 'tar';
-import { tempPath } from '../atomic';
-import { progress } from '../progress';
+import { tempPath } from '../util/atomic';
+import { progress } from '../util/progress';
 
 export interface DownloadSpec {
   url: string;

@@ -8,7 +8,8 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import * as zmq from 'zeromq';
-import { PROJECT_ROOT } from '../paths';
+import { childEnv } from '../settings/context';
+import { PROJECT_ROOT } from '../settings/paths';
 
 export const DEFAULT_KERNEL = 'cifar10-tslab';
 
@@ -105,7 +106,10 @@ export function killAllKernels(): void {
 
 export interface StartOptions {
   spec?: KernelSpec;
-  /** Environment of the kernel (default: this process's env). The kernelspec's env is applied on top, as Jupyter does. */
+  /**
+   * Environment of the kernel (scripts pass their environment; default: the runtime context's, lib/settings/context.ts).
+   * The kernelspec's env is applied on top, as Jupyter does.
+   */
   env?: NodeJS.ProcessEnv;
   /** Working directory to start the launcher in; Jupyter uses the notebook's folder (the launcher moves to the root). */
   cwd?: string;
@@ -192,7 +196,7 @@ export class Kernel {
     // the terminal reaches only the runner, which then shuts the kernel down in order.
     const proc = spawn(argv[0], argv.slice(1), {
       cwd: opts.cwd ?? PROJECT_ROOT,
-      env: { ...(opts.env ?? process.env), ...spec.env },
+      env: { ...(opts.env ?? childEnv()), ...spec.env },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });

@@ -2,7 +2,7 @@
 // report reads them. Only the parts of the schema we produce or consume are typed.
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import { writeFileAtomic } from '../atomic';
+import { writeFileAtomic } from '../util/atomic';
 
 /** Multiline strings are stored either as one string or as a list of lines (Jupyter writes lists). */
 export type MultilineString = string | string[];

@@ -7,10 +7,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { marked } from 'marked';
-import { writeFileAtomic } from '../atomic';
+import { writeFileAtomic } from '../util/atomic';
 import { Cell, Notebook, Output, joinText, readNotebook } from './nbformat';
-import { PROJECT_ROOT, dataDir } from '../paths';
-import { Figure, PLOTLY_LOADER_META, PLOTLY_MIME, escapeHtml, figureHtml, plotlyScriptTag } from '../plotly-html';
+import { PROJECT_ROOT, dataDir } from '../settings/paths';
+import { Figure, PLOTLY_LOADER_META, PLOTLY_MIME, escapeHtml, figureHtml, plotlyScriptTag } from '../evaluate/plotly-html';
 
 export const DEFAULT_REPORT_IN = path.join(PROJECT_ROOT, 'out', 'notebooks');
 export const DEFAULT_REPORT_OUT = path.join(PROJECT_ROOT, 'out', 'report');
@@ -247,10 +247,10 @@ const SHRINKING: Record<string, { full: string; say: (v: number) => string; smok
   COMPARE_EPOCHS: { full: '', say: (v) => `${v} comparison epochs`, smoke: (v, d) => v < d },
 };
 
-/** Defaults of the shrinking parameters: the experiment's settings (lib/config.ts) and notebook 4's own two. */
+/** Defaults of the shrinking parameters: the experiment's settings (lib/settings/config.ts) and notebook 4's own two. */
 function defaultsOf(): Record<string, number> {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const { SETTINGS, envOf } = require('../config') as typeof import('../config');
+  const { SETTINGS, envOf } = require('../settings/config') as typeof import('../settings/config');
   const d: Record<string, number> = { COMPARE_IMAGES: 2000, COMPARE_EPOCHS: 5 };
   for (const [k, spec] of Object.entries(SETTINGS)) if (typeof (spec as { default: unknown }).default === 'number') d[envOf(k)] = (spec as { default: number }).default;
   return d;
@@ -267,7 +267,7 @@ export function runScale(params: Record<string, string>): RunScale {
     if (Number.isFinite(v) && s.smoke(v, defaults[k] ?? Infinity)) cuts.push(s.say(v));
   }
   if (cuts.length) return { kind: 'smoke', banner: `SMOKE RUN: ${cuts.join(', ')}`, params: list };
-  const others = Object.keys(params).filter((k) => !['MODEL_DIR', 'DATA_DIR', 'CIFAR10_DIR', 'BACKBONES_DIR'].includes(k));
+  const others = Object.keys(params).filter((k) => !['MODEL_DIR', 'MODELS_DIR', 'MODEL', 'DATA_DIR', 'CIFAR10_DIR', 'BACKBONES_DIR', 'TFJS_BACKEND'].includes(k));
   if (others.length) return { kind: 'custom', banner: `CUSTOM PARAMETERS: ${others.map((k) => `${k}=${params[k]}`).join(', ')}`, params: list };
   return { kind: 'full', banner: 'FULL RUN: default parameters (all 45,000 training, 5,000 validation and 10,000 test images)', params: list };
 }
@@ -289,7 +289,7 @@ export function printedHeadline(text: string): Map<string, { images: number; acc
   return rows;
 }
 
-/** The overridden parameters a parameters cell printed (lib/params.ts): "parameters: epochs=5 (EPOCHS), ..." -> { EPOCHS: '5' }. */
+/** The overridden parameters a parameters cell printed (lib/settings/params.ts): "parameters: epochs=5 (EPOCHS), ..." -> { EPOCHS: '5' }. */
 export function printedParams(text: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of text.split('\n')) {
@@ -324,8 +324,10 @@ function gitHead(root: string): string | undefined {
 }
 
 export interface SummaryOptions {
-  /** Where the saved model is (default: the MODEL_DIR notebook 5 ran with, else env MODEL_DIR, else models/cifar10). */
+  /** Where the saved model is (default: the model notebook 6 loaded, else the one notebook 5 saved, else fallbackModelDir). */
   modelDir?: string;
+  /** The model folder when the notebooks name none (scripts/report.ts passes the current model's). */
+  fallbackModelDir?: string;
   /** The experiment log (default: <DATA_DIR>/runs). */
   runsDir?: string;
   /** The project folder (README.md, package.json, git). */
@@ -347,12 +349,13 @@ export function runSummary(notebooks: ExecutedNotebook[], opts: SummaryOptions =
   for (const n of notebooks) Object.assign(params, printedParams(notebookText(n.nb)), runnerOf(n.nb)?.params ?? {});
   const warnings: string[] = [];
 
-  // The model: the one notebook 5 saved (its MODEL_DIR), else the given or default folder.
-  const recorded = (train && runnerOf(train.nb)?.params?.MODEL_DIR) || params.MODEL_DIR;
-  const modelDir = opts.modelDir ?? (recorded ? path.resolve(root, recorded) : process.env.MODEL_DIR ? path.resolve(process.env.MODEL_DIR) : path.join(root, 'models', 'cifar10'));
-  const meta = readJson(path.join(modelDir, 'metadata.json')) as { metrics?: Record<string, number>; runId?: string; date?: string; gitCommit?: string | null; backbones?: string[]; resolution?: number; training?: Record<string, unknown> } | undefined;
+  // The model: the one notebook 6 says it loaded, else the one notebook 5 says it saved, else the given folder (the
+  // current model of MODELS_DIR, resolved by scripts/report.ts).
   const trainText = train ? notebookText(train.nb) : '';
   const evalText = evaluate ? notebookText(evaluate.nb) : '';
+  const recorded = /^loaded model \S+ \([^)]*\) from (.+?): /m.exec(evalText)?.[1] ?? /^model saved to (.+?) \(/m.exec(trainText)?.[1];
+  const modelDir = opts.modelDir ?? (recorded ? path.resolve(root, recorded) : opts.fallbackModelDir ?? path.join(root, 'models'));
+  const meta = readJson(path.join(modelDir, 'metadata.json')) as { metrics?: Record<string, number>; runId?: string; date?: string; gitCommit?: string | null; backbones?: string[]; resolution?: number; training?: Record<string, unknown> } | undefined;
   const printed = printedHeadline(evalText).size ? printedHeadline(evalText) : printedHeadline(trainText);
   const printedBy = printedHeadline(evalText).size ? evaluate?.name : train?.name;
 

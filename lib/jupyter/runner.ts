@@ -6,7 +6,8 @@ import * as path from 'path';
 import { DEFAULT_KERNEL, JupyterMessage, Kernel, KernelTimeoutError, kernelsDir, loadKernelSpec } from './kernel';
 import * as fs from 'fs';
 import { CodeCell, Notebook, Output, firstLine, joinText, readNotebook, splitLines, storeMimeValue, writeNotebook } from './nbformat';
-import { PROJECT_ROOT } from '../paths';
+import { childEnv } from '../settings/context';
+import { PROJECT_ROOT } from '../settings/paths';
 
 /** Executed copies go here unless --in-place (gitignored). */
 export const DEFAULT_OUT_DIR = path.join(PROJECT_ROOT, 'out', 'notebooks');
@@ -18,8 +19,13 @@ export interface RunNotebookOptions {
   /** Per-cell timeout in seconds (default 1800). */
   timeoutSec?: number;
   startupTimeoutSec?: number;
-  /** Extra environment for the kernel (notebook parameters), on top of this process's env. */
+  /** Extra environment for the kernel (notebook parameters), on top of baseEnv. */
   env?: Record<string, string>;
+  /**
+   * The environment the kernel inherits and recordEnv is read from (scripts pass their environment; default: the runtime
+   * context's, lib/settings/context.ts).
+   */
+  baseEnv?: NodeJS.ProcessEnv;
   /** Environment variables to record in the notebook's metadata when set (the parameters the caller knows of). */
   recordEnv?: readonly string[];
   /** Kernelspec name under jupyter/kernels (default: the notebook's own if the project has it, else cifar10-tslab). */
@@ -189,6 +195,7 @@ export async function runNotebook(file: string, opts: RunNotebookOptions = {}): 
   const name = path.relative(process.cwd(), file) || file;
   const spec = loadKernelSpec(pickKernel(nb, opts.kernelName));
   const codeCells = nb.cells.filter((c): c is CodeCell => c.cell_type === 'code');
+  const baseEnv = opts.baseEnv ?? childEnv();
   for (const c of codeCells) {
     c.outputs = [];
     c.execution_count = null;
@@ -204,7 +211,7 @@ export async function runNotebook(file: string, opts: RunNotebookOptions = {}): 
       status,
       // What the notebook ran with: the -p values, and those of the named variables set in the environment.
       params: Object.fromEntries(
-        Object.entries(process.env).filter(([k]) => opts.recordEnv?.includes(k)).concat(Object.entries(opts.env ?? {})) as [string, string][],
+        Object.entries(baseEnv).filter(([k]) => opts.recordEnv?.includes(k)).concat(Object.entries(opts.env ?? {})) as [string, string][],
       ),
     };
     writeNotebook(outFile, nb);
@@ -220,7 +227,7 @@ export async function runNotebook(file: string, opts: RunNotebookOptions = {}): 
     kernel = await Kernel.start({
       spec,
       cwd: path.dirname(path.resolve(file)), // as Jupyter does; the launcher moves to the project root
-      env: { ...process.env, ...opts.env },
+      env: { ...baseEnv, ...opts.env },
       startupTimeoutMs: (opts.startupTimeoutSec ?? 60) * 1000,
       onStream: opts.onStream,
     });

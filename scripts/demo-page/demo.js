@@ -1,12 +1,12 @@
 // The demo page: the saved classifier (model/, tfjs layers format) in the browser. An image is decoded by the
-// browser, reduced to 32x32 by the same code as `npm run predict` (pixels.js is lib/pixels.ts, transpiled by
+// browser, reduced to 32x32 by the same code as `npm run predict` (pixels.js is lib/data/pixels.ts, transpiled by
 // scripts/demo.ts) and classified; the top 3 classes are drawn as bars.
-import { resizeTo, rgbaToRgb } from './pixels.js';
+import { imageHeaderSize, oversizeReason, resizeTo, rgbaToRgb } from './pixels.js';
 
 const tf = window.tf;
 const $ = (id) => document.getElementById(id);
 
-// lib/preprocess.ts's ResizeNormalize, which the saved model names: x / 127.5 - 1, then bilinear resize with
+// lib/data/preprocess.ts's ResizeNormalize, which the saved model names: x / 127.5 - 1, then bilinear resize with
 // half-pixel centres. It must stay arithmetically identical (test/demo.test.ts compares with Node).
 class ResizeNormalize extends tf.layers.Layer {
   static className = 'ResizeNormalize';
@@ -89,7 +89,12 @@ async function start() {
 }
 
 /** RGB bytes of an image file as the browser decodes it, without colour management (as pngjs/jpeg-js read it). */
-async function decode(blob) {
+async function decode(blob, name) {
+  // The same pixel limit as `npm run predict`, from the header before the browser decodes (decompression bombs).
+  // 256 KB reaches a JPEG's frame header behind the largest EXIF block (64 KB) with room to spare.
+  const header = imageHeaderSize(new Uint8Array(await blob.slice(0, 256 * 1024).arrayBuffer()));
+  const oversize = header && oversizeReason(name, header);
+  if (oversize) throw Object.assign(new Error(oversize), { complete: true }); // names the file already
   const bmp = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   const canvas = new OffscreenCanvas(bmp.width, bmp.height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -99,7 +104,7 @@ async function decode(blob) {
 
 async function classify(blob, caption) {
   demo.status = 'busy';
-  const img = await decode(blob);
+  const img = await decode(blob, caption ?? blob.name ?? 'your image');
   const pixels = resizeTo(img, 32);
   const probs = tf.tidy(() => model.predict(tf.tensor4d(Float32Array.from(pixels), [1, 32, 32, 3])).dataSync());
   const top = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a]).slice(0, 3)
@@ -144,7 +149,7 @@ function fail(err) {
 function onFile(file) {
   if (!file) return;
   if (demo.status === 'loading') return fail(new Error('the model is still loading'));
-  classify(file).catch((err) => fail(new Error(`${file.name} could not be read as an image (${err.message ?? err})`)));
+  classify(file).catch((err) => fail(err.complete ? err : new Error(`${file.name} could not be read as an image (${err.message ?? err})`)));
 }
 
 $('file').addEventListener('change', (e) => {

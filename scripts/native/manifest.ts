@@ -1,4 +1,4 @@
-// The contract between the native installer (scripts/native/install.ts) and the run-time backend (lib/native.ts).
+// The contract between the native installer (scripts/native/install.ts) and the run-time backend (lib/engine/native.ts).
 //
 // <native dir>                 data/native, or TFJS_NATIVE_DIR (resolved against the project root). It must stay
 //                              inside the project: the built package finds @tensorflow/tfjs, @mapbox/node-pre-gyp,
@@ -13,8 +13,8 @@
 //   *.tmp-<pid>, *.old-<pid>   work in progress / being replaced; never referenced, removed by the next install.
 import * as fs from 'fs';
 import * as path from 'path';
-import { writeJsonAtomic } from '../../lib/atomic';
-import { PROJECT_ROOT } from '../../lib/paths';
+import { writeJsonAtomic } from '../../lib/util/atomic';
+import { PROJECT_ROOT } from '../../lib/settings/paths';
 
 export const TFJS_NODE_VERSION = '4.22.0';
 export const TENSORFLOW_VERSION = '2.21.0';
@@ -50,7 +50,7 @@ export type Status =
 
 export { PROJECT_ROOT };
 
-/** data/native, or TFJS_NATIVE_DIR resolved against the project root (same rule as lib/native.ts). */
+/** data/native, or TFJS_NATIVE_DIR resolved against the project root (same rule as lib/engine/native.ts). */
 export function nativeRoot(env = process.env): string {
   return env.TFJS_NATIVE_DIR ? path.resolve(PROJECT_ROOT, env.TFJS_NATIVE_DIR) : path.join(PROJECT_ROOT, 'data', 'native');
 }

@@ -2,7 +2,7 @@
 // Run by the installer (plain JS so it starts without ts-node):  node probe.js <package dir> [<stderr-capture addon>]
 //
 // TensorFlow writes its load-time notices straight to fd 2. With the capture addon they are redirected to a file,
-// exactly as lib/native.ts does at run time, and returned in `noise` — which also proves the addon works.
+// exactly as lib/engine/native.ts does at run time, and returned in `noise` — which also proves the addon works.
 // Without it, the caller reads them from this process's stderr.
 'use strict';
 const fs = require('fs');

@@ -37,7 +37,7 @@ cellErrors.hookVm(require('vm'));
 // Room for the cell's frames below a library's own (e.g. tfjs: 10 frames by default would often end before the cell).
 Error.stackTraceLimit = Math.max(Error.stackTraceLimit, 40);
 // Interrupt: tslab answers SIGINT by abandoning the running cell ("Interrupted asynchronously") while its awaited
-// work goes on. While a project operation runs (lib/cancel.ts counts them on globalThis), the operation itself
+// work goes on. While a project operation runs (lib/util/cancel.ts counts them on globalThis), the operation itself
 // stops on that SIGINT and ends the cell with one line; tslab's own interrupt is kept for everything else (it is
 // still what breaks a busy synchronous loop).
 const executorModule = require(path.join(tslabDir, 'dist', 'executor.js'));
