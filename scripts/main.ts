@@ -10,7 +10,7 @@ import { initRuntimeContext } from '../lib/settings/context';
 import { runExperiment } from '../lib/experiment/experiment';
 import { summaryText } from '../lib/experiment/summary';
 import { terminateFeaturePool } from '../lib/features/features';
-import { InterruptedError } from '../lib/util/cancel';
+import { exitOnInterrupt, InterruptedError } from '../lib/util/cancel';
 
 const USAGE = 'npm start -- [options]   (each also settable by its env var; flags win)';
 
@@ -29,6 +29,8 @@ async function main(): Promise<void> {
   await terminateFeaturePool();
 }
 
+// Ctrl-C, SIGTERM (and npm's, through `exec` in package.json) outside a running step: one `interrupted:` line, 130/143.
+exitOnInterrupt('npm start');
 main().catch(async (err) => {
   // Set before awaiting anything: idle worker threads are unref'd, so the event loop can drain during the cleanup
   // below and end the process on its own — with this code, never with 0.

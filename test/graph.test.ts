@@ -67,7 +67,7 @@ test('a saved classifier runs through its frozen graph, with the LayersModel\'s 
   const model = await assembleModel({ backbones: ['mobilenet_v1_0.75'], resolution: 40, head, backbonesDir: fakeDir });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'graph-model-'));
   await saveModel(model, {
-    backbones: ['mobilenet_v1_0.75'], resolution: 40, classNames: [], head: { inputDim: 768, units: 16, dropout: 0.3 },
+    backbones: ['mobilenet_v1_0.75'], resolution: 40, classNames: 'abcdefghij'.split(''), head: { inputDim: 768, units: 16, dropout: 0.3 },
     metrics: {}, date: '', gitCommit: null,
   }, dir);
   const images = fakeImages(5, 9);

@@ -14,12 +14,11 @@ import { ImageSet } from '../data/cifar10';
 import { cutShapeOf, extractFeatures } from '../features/features';
 import { loadFineTuned, storeFineTuned } from '../train/finetune-cache';
 import { FineTuneConfig, FineTunePart, FineTuneSet, FineTuneTrainer, fineTuneBackendError, fineTuneSet, resolveFineTuneConfig } from '../train/finetune';
-import { resolveTrunkPrecision, TrunkPrecision } from '../engine/train-graph';
+import { TrunkPrecision } from '../engine/train-graph';
 import { weightLookup } from '../engine/graph';
 import { columnStats, LabeledFeatures } from '../features/labeled-features';
-import { DEFAULT_TRAIN } from '../train/head-trainer';
 import { percent } from '../util/format';
-import { evaluateHead, Evaluations, evalViews, ExperimentParams, FeatureOptions, featureOptions, featuresFor, runData, Splits, trainFinal } from './pipeline';
+import { FeatureOptions } from './pipeline';
 import { fit, TrainOptions, TrainResult } from '../train/training-loop';
 import { cutLayer, Trunk } from '../model/trunk';
 
