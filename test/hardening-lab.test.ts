@@ -61,6 +61,7 @@ test('npm run lab as root: starts (--allow-root, one note), passes --no-browser/
       }, { output_type: 'display_data', metadata: {}, data: { 'image/png': 'iVBORw0KGgo=' } }] }],
     };
     const url = (p: string) => `http://127.0.0.1:${port}/api/contents/${p}?token=${token}`;
+    fs.mkdirSync(path.join(PROJECT_ROOT, 'out'), { recursive: true }); // a fresh clone has no out/ yet: the contents API makes one level only
     const mk = await fetch(url(rel), { method: 'PUT', body: JSON.stringify({ type: 'directory' }) });
     assert.ok(mk.ok, `mkdir: ${mk.status}`);
     const put = await fetch(url(`${rel}/t.ipynb`), { method: 'PUT', body: JSON.stringify({ type: 'notebook', content: nb }) });

@@ -83,7 +83,7 @@ test('SIGINT to npm\'s pid only, during `npm start`: node stops within seconds, 
   // Enough images that feature extraction is still running when the signal comes (the fake backbone is fast).
   const run = startNpm(['start', '--', '--backbones', 'mobilenet_v1_0.75', '--train-limit', '40000', '--val-limit', '1000', '--test-limit', '1000',
     '--epochs', '1', '--sweep-epochs', '0', '--lr', '0.001', '--dropout', '0.3', '--tta', '0', '--trainable-blocks', '0'], {
-    CIFAR10_DIR: path.join(work, 'cifar'), BACKBONES_DIR: backbones, DATA_DIR: path.join(work, 'data'), MODEL_DIR: model, MODELS_DIR: path.join(work, 'models'),
+    CIFAR10_DIR: path.join(work, 'cifar'), BACKBONES_DIR: backbones, DATA_DIR: path.join(work, 'data'), MODELS_DIR: path.join(work, 'models'),
   });
   const extracting = await waitFor(() => /features mobilenet_v1_0\.75 160px plain: [\d,]+\/[\d,]+/.test(run.output()) || run.child.exitCode !== null, 120_000);
   if (!extracting || run.child.exitCode !== null) {

@@ -207,7 +207,7 @@ export function fileLoadHandler(dir: string): tf.io.IOHandler {
   };
 }
 
-/** Save model + metadata JSON to `dir` (default models/cifar10). */
+/** Save model + metadata JSON to `dir` (a model's own folder, lib/model/registry.ts). */
 export async function saveModel(model: tf.LayersModel, meta: ModelMetadata, dir: string): Promise<string> {
   await model.save(fileSaveHandler(dir));
   writeJsonAtomic(path.join(dir, METADATA_FILE), meta);

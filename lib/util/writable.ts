@@ -1,4 +1,4 @@
-// Where the project writes (DATA_DIR: caches and the run log; MODEL_DIR: the saved classifier) is checked before
+// Where the project writes (DATA_DIR: caches and the run log; MODELS_DIR: the saved models) is checked before
 // any work starts, and a write that fails late never throws finished work away: caches and logs are best-effort
 // (one note, the run goes on), and the places that must be written are checked up front.
 import * as fs from 'fs';
