@@ -79,6 +79,9 @@ test('every long-running npm script execs node, so node is npm\'s child (no shel
 });
 
 test('SIGINT to npm\'s pid only, during `npm start`: node stops within seconds, says "interrupted", exits 130, saves no model', async (t) => {
+  // How npm hands the signal to node does not depend on the backend; on wasm the fake backbone's extraction runs in
+  // worker threads that report only per chunk, so there is no reliable moment to interrupt it mid-way.
+  if ((process.env.TFJS_BACKEND ?? 'tensorflow') !== 'tensorflow') return skipLoudly(t, 'checked on the tensorflow run (signal delivery through npm is backend-independent)');
   const model = path.join(work, 'model-interrupted');
   // Enough images that feature extraction is still running when the signal comes (the fake backbone is fast).
   const run = startNpm(['start', '--', '--backbones', 'mobilenet_v1_0.75', '--train-limit', '40000', '--val-limit', '1000', '--test-limit', '1000',
@@ -89,7 +92,7 @@ test('SIGINT to npm\'s pid only, during `npm start`: node stops within seconds, 
   if (!extracting || run.child.exitCode !== null) {
     run.child.kill('SIGKILL');
     const line = run.output().split('\n').find((l) => l.startsWith('error:')) ?? run.output().slice(-300);
-    return skipLoudly(t, `npm start did not reach feature extraction (the experiment script may be mid-refactor): ${line.trim()}`);
+    assert.fail(`npm start did not reach feature extraction, so there was nothing to interrupt: ${line.trim()}`);
   }
   const node = childrenOf(run.child.pid!);
   assert.deepEqual(node.map(commandOf).map((c) => /^node .*scripts\/main\.ts/.test(c)), [true], `npm's child: ${node.map(commandOf)}`);
