@@ -15,24 +15,12 @@ import * as tf from '@tensorflow/tfjs';
 import { writeFileAtomic } from '../util/atomic';
 import { loadedNative } from './native';
 import { unwritableReason } from '../util/writable';
+import {
+  batchNormAxis, batchNormParams, biasName, checkLayer, convGeometry, FunctionalConfig, functionalLayers, inboundNames, kernelName, Layer, layerActivation, paddingPairs,
+} from '../model/keras-layers';
 
 /** Bump when the emitted graph changes: cached graphs of another version are rebuilt. */
 export const GRAPH_WRITER_VERSION = 'graph-v1';
-
-type Layer = { name: string; class_name: string; config: any; inbound_nodes: any[] };
-interface FunctionalConfig {
-  layers: Layer[];
-  input_layers: any[];
-  output_layers: any[];
-}
-
-function functionalConfig(topology: any): FunctionalConfig {
-  const cfg = topology.model_config ?? topology;
-  if (cfg.class_name !== 'Model' && cfg.class_name !== 'Functional') {
-    throw new Error(`graph: expected a functional Model topology, got ${cfg.class_name}`);
-  }
-  return cfg.config;
-}
 
 // ------------------------------------------------------------------------------------------------ protobuf
 
@@ -136,34 +124,21 @@ export class GraphBuilder {
 
 export type WeightLookup = (name: string) => { values: Float32Array; shape: number[] };
 
-function activation(g: GraphBuilder, name: string, x: string, act: string | undefined): string {
-  switch (act ?? 'linear') {
-    case 'linear':
-      return x;
-    case 'relu':
-      return g.simple('Relu', `${name}/relu`, [x]);
-    case 'relu6':
-      return g.simple('Relu6', `${name}/relu6`, [x]);
-    case 'softmax':
-      return g.simple('Softmax', `${name}/softmax`, [x]);
-    case 'sigmoid':
-      return g.simple('Sigmoid', `${name}/sigmoid`, [x]);
-    default:
-      throw new Error(`graph: layer ${name}: activation "${act}" is not supported`);
-  }
+/** TF's op for each activation checkLayer lets through ('linear' emits nothing). */
+const ACTIVATION_OPS: Record<string, string> = { relu: 'Relu', relu6: 'Relu6', softmax: 'Softmax', sigmoid: 'Sigmoid' };
+
+/** A layer's activation applied to x (a node `<layer>/<activation>`, or x itself for 'linear'). */
+function activation(g: GraphBuilder, l: Layer, x: string): string {
+  const act = layerActivation(l);
+  return act === 'linear' ? x : g.simple(ACTIVATION_OPS[act], `${l.name}/${act}`, [x]);
 }
 
-function withBias(g: GraphBuilder, name: string, x: string, c: any, w: WeightLookup): string {
-  if (!c.use_bias) return x;
-  const b = w(`${name}/bias`);
-  return g.op('BiasAdd', `${name}/BiasAdd`, [x, g.const(`${name}/bias`, b.values, b.shape)], {
+function withBias(g: GraphBuilder, l: Layer, x: string, w: WeightLookup): string {
+  if (!l.config.use_bias) return x;
+  const b = w(biasName(l));
+  return g.op('BiasAdd', `${l.name}/BiasAdd`, [x, g.const(`${l.name}/bias`, b.values, b.shape)], {
     T: g.type('float32'), data_format: g.str('NHWC'),
   });
-}
-
-function pair(v: number | number[] | undefined, dflt: number): [number, number] {
-  if (v === undefined) return [dflt, dflt];
-  return typeof v === 'number' ? [v, v] : [v[0], v[1] ?? v[0]];
 }
 
 /** The ops of one layer; returns its output tensor name. */
@@ -173,52 +148,43 @@ function emitLayer(g: GraphBuilder, l: Layer, ins: string[], w: WeightLookup, em
   switch (l.class_name) {
     case 'Conv2D':
     case 'DepthwiseConv2D': {
-      const [sh, sw] = pair(c.strides, 1);
-      const [dh, dw] = pair(c.dilation_rate, 1);
-      if (c.data_format && c.data_format !== 'channels_last') throw new Error(`graph: layer ${name}: only channels_last is supported`);
+      const { strides: [sh, sw], dilation: [dh, dw], padding } = convGeometry(l, 'graph');
       const depthwise = l.class_name === 'DepthwiseConv2D';
-      const k = w(`${name}/${depthwise ? 'depthwise_kernel' : 'kernel'}`);
+      const k = w(kernelName(l));
       const attrs: Record<string, any> = {
-        T: g.type('float32'), strides: g.ints([1, sh, sw, 1]), padding: g.str(String(c.padding ?? 'valid').toUpperCase()),
+        T: g.type('float32'), strides: g.ints([1, sh, sw, 1]), padding: g.str(padding.toUpperCase()),
         data_format: g.str('NHWC'), dilations: g.ints([1, dh, dw, 1]), explicit_paddings: g.ints([]),
       };
       if (!depthwise) attrs.use_cudnn_on_gpu = g.bool(true);
       const conv = g.op(depthwise ? 'DepthwiseConv2dNative' : 'Conv2D', name, [ins[0], g.const(`${name}/kernel`, k.values, k.shape)], attrs);
-      return activation(g, name, withBias(g, name, conv, c, w), c.activation);
+      return activation(g, l, withBias(g, l, conv, w));
     }
     case 'Dense': {
-      const k = w(`${name}/kernel`);
+      const k = w(kernelName(l));
       const mm = g.op('MatMul', name, [ins[0], g.const(`${name}/kernel`, k.values, k.shape)], {
         T: g.type('float32'), transpose_a: g.bool(false), transpose_b: g.bool(false),
       });
-      return activation(g, name, withBias(g, name, mm, c, w), c.activation);
+      return activation(g, l, withBias(g, l, mm, w));
     }
     case 'BatchNormalization': {
       // Inference: y = x * s + (beta - mean * s), s = gamma / sqrt(var + eps); broadcast over the last axis.
-      const axis = Array.isArray(c.axis) ? c.axis[0] : c.axis ?? -1;
+      const axis = batchNormAxis(l);
       if (axis !== -1 && axis !== 3 && axis !== 1) throw new Error(`graph: layer ${name}: BatchNormalization axis ${axis} unsupported`);
-      const mean = w(`${name}/moving_mean`).values;
-      const variance = w(`${name}/moving_variance`).values;
+      const { mean, variance, gamma, beta, epsilon } = batchNormParams(l, (n) => w(n).values);
       const C = mean.length;
-      const gamma = c.scale === false ? new Float32Array(C).fill(1) : w(`${name}/gamma`).values;
-      const beta = c.center === false ? new Float32Array(C) : w(`${name}/beta`).values;
       const s = new Float32Array(C);
       const o = new Float32Array(C);
       for (let i = 0; i < C; i++) {
-        s[i] = gamma[i] / Math.sqrt(variance[i] + (c.epsilon ?? 1e-3));
+        s[i] = gamma[i] / Math.sqrt(variance[i] + epsilon);
         o[i] = beta[i] - mean[i] * s[i];
       }
       const mul = g.simple('Mul', `${name}/mul`, [ins[0], g.const(`${name}/scale`, s, [C])]);
       return g.simple('AddV2', `${name}/add`, [mul, g.const(`${name}/offset`, o, [C])]);
     }
-    case 'ReLU': {
-      if (c.negative_slope || c.threshold) throw new Error(`graph: layer ${name}: leaky/thresholded ReLU unsupported`);
-      if (c.max_value === 6) return g.simple('Relu6', name, [ins[0]]);
-      if (c.max_value === null || c.max_value === undefined) return g.simple('Relu', name, [ins[0]]);
-      throw new Error(`graph: layer ${name}: ReLU max_value ${c.max_value} unsupported`);
-    }
+    case 'ReLU':
+      return g.simple(ACTIVATION_OPS[layerActivation(l)], name, [ins[0]]);
     case 'Activation':
-      return activation(g, name, ins[0], c.activation);
+      return activation(g, l, ins[0]);
     case 'Softmax':
       return g.simple('Softmax', name, [ins[0]]);
     case 'Add':
@@ -236,8 +202,7 @@ function emitLayer(g: GraphBuilder, l: Layer, ins: string[], w: WeightLookup, em
       });
     }
     case 'ZeroPadding2D': {
-      const p = c.padding;
-      const [[t, b], [le, r]] = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p[0]) ? p : [[p[0], p[0]], [p[1], p[1]]];
+      const [[t, b], [le, r]] = paddingPairs(c.padding);
       return g.op('Pad', name, [ins[0], g.const(`${name}/paddings`, Int32Array.from([0, 0, t, b, le, r, 0, 0]), [4, 2])], {
         T: g.type('float32'), Tpaddings: g.type('int32'),
       });
@@ -249,8 +214,8 @@ function emitLayer(g: GraphBuilder, l: Layer, ins: string[], w: WeightLookup, em
     case 'Functional':
     case 'Model':
       return emitNested(l, ins);
-    default:
-      throw new Error(`graph: layer ${name} (${l.class_name}) is not supported by the graph writer`);
+    default: // checkLayer lets through only LAYER_KINDS' graph kinds
+      throw new Error(`graph: layer ${name} (${l.class_name}): listed for the graph writer in LAYER_KINDS but not emitted`);
   }
 }
 
@@ -272,14 +237,15 @@ function emitFunctional(g: GraphBuilder, cfg: FunctionalConfig, inputs: string[]
   const values = new Map<string, string>();
   cfg.input_layers.forEach((ref: any[], i: number) => values.set(ref[0], inputs[i]));
   for (const l of cfg.layers) {
+    checkLayer(l, 'graph', 'graph');
     if (l.class_name === 'InputLayer') {
       if (!values.has(l.name)) throw new Error(`graph: input layer ${l.name} is not bound`);
       continue;
     }
     if (l.inbound_nodes.length !== 1) throw new Error(`graph: layer ${l.name} is applied ${l.inbound_nodes.length} times (shared layers unsupported)`);
-    const ins = l.inbound_nodes[0].map((ref: any[]) => {
-      const v = values.get(ref[0]);
-      if (v === undefined) throw new Error(`graph: layer ${l.name} reads ${ref[0]} before it is computed`);
+    const ins = inboundNames(l).map((ref) => {
+      const v = values.get(ref);
+      if (v === undefined) throw new Error(`graph: layer ${l.name} reads ${ref} before it is computed`);
       return v;
     });
     values.set(l.name, emitLayer(g, l, ins, w, (nested, nestedIns) => {
@@ -341,7 +307,7 @@ export function savedModelBytes(spec: GraphSpec): Uint8Array {
   const inputShape = spec.inputShape ?? [32, 32, 3];
   const input = g.placeholder(INPUT_NAME, [-1, ...inputShape]);
   const x = spec.resizeTo ? resizeNormalizeOps(g, 'resize_normalize', input, spec.resizeTo) : input;
-  const outs = emitFunctional(g, functionalConfig(spec.topology), [x], weightLookup(spec.weightSpecs, spec.weightData));
+  const outs = emitFunctional(g, functionalLayers(spec.topology, 'graph'), [x], weightLookup(spec.weightSpecs, spec.weightData));
   if (outs.length !== 1) throw new Error(`graph: the model has ${outs.length} outputs (one supported)`);
   const output = g.op('Identity', OUTPUT_KEY, [outs[0]], { T: g.type('float32') });
   return savedModelOf(g, { [INPUT_NAME]: { tensor: input, dims: [-1, ...inputShape] } }, { [OUTPUT_KEY]: output });

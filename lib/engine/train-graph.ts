@@ -2,8 +2,8 @@
 // its gradient and Adam separately (~1,500 dispatches per step for MobileNetV2's top four blocks); inside a TF
 // session the same arithmetic runs as one call, with grappler's fusions and TF's own thread pools. The graph is a
 // pure function — weights, Adam moments and BN moving statistics go in, their next values come out — so the state
-// stays in tfjs tensors and the graph holds no variables. Gradients are written out layer by layer (the trunk has
-// seven layer kinds, the head is the seed's), in reverse order, with TF's own backprop kernels
+// stays in tfjs tensors and the graph holds no variables. Gradients are written out layer by layer (the trunk's
+// layer kinds, lib/model/keras-layers.ts; the head is the seed's), in reverse order, with TF's own backprop kernels
 // (Conv2DBackpropFilter, DepthwiseConv2dNativeBackprop*, Relu6Grad, BiasAddGrad, SoftmaxCrossEntropyWithLogits).
 // FineTuneTrainer's eager step is the reference: a test checks one step of each against the other.
 import * as crypto from 'crypto';
@@ -13,7 +13,8 @@ import { TRUNK_PRECISIONS, TrunkPrecision } from '../settings/config';
 import { ensureSavedModelDir, GraphBuilder, savedModelOf } from './graph';
 import { loadedNative } from './native';
 import { dataDir } from '../settings/paths';
-import { Layer, layerOutputShape, paddingPairs, SUPPORTED } from '../model/trunk';
+import { AdamArithmetic, AdamHyper, adamConstants, adamUpdate } from '../train/adam';
+import { checkLayer, convGeometry, inboundNames, kernelName, biasName, Layer, layerActivation, layerShapes, layerWeightNames, paddingPairs, Shape3 } from '../model/keras-layers';
 
 
 /** One part of the model input: a trunk on a cut activation, or pooled features passed through. */
@@ -53,7 +54,7 @@ export interface StepGraphSpec {
   classes: number;
   bnEpsilon: number;
   bnMomentum: number;
-  adam: { b1: number; b2: number; eps: number };
+  adam: AdamHyper;
   /**
    * Arithmetic of the trunks in the training step: 'bfloat16' casts each trunk's input and weights once, runs its
    * forward and backward in bfloat16 (oneDNN accumulates in float32) and casts the pooled output and the weight
@@ -70,8 +71,6 @@ export const stepNames = {
   v: (i: number) => `v${i}`,
   next: (k: string) => `${k}_next`,
 };
-
-type Shape3 = [number, number, number];
 
 class Emitter {
   readonly g = new GraphBuilder();
@@ -122,15 +121,13 @@ class Emitter {
   reshape(name: string, x: string, dims: number[]): string {
     return this.g.op('Reshape', name, [x, this.ints(`${name}/dims`, dims)], { T: this.f(), Tshape: this.g.type('int32') });
   }
-  convAttrs(c: any, depthwise: boolean): Record<string, any> {
-    const pair = (v: any): [number, number] => (v === undefined ? [1, 1] : typeof v === 'number' ? [v, v] : [v[0], v[1] ?? v[0]]);
-    const [sh, sw] = pair(c.strides);
-    const [dh, dw] = pair(c.dilation_rate);
+  convAttrs(l: Layer): Record<string, any> {
+    const { strides: [sh, sw], dilation: [dh, dw], padding } = convGeometry(l, 'training graph');
     const a: Record<string, any> = {
-      T: this.f(), strides: this.g.ints([1, sh, sw, 1]), padding: this.g.str(String(c.padding ?? 'valid').toUpperCase()),
+      T: this.f(), strides: this.g.ints([1, sh, sw, 1]), padding: this.g.str(padding.toUpperCase()),
       data_format: this.g.str('NHWC'), dilations: this.g.ints([1, dh, dw, 1]), explicit_paddings: this.g.ints([]),
     };
-    if (!depthwise) a.use_cudnn_on_gpu = this.g.bool(true);
+    if (l.class_name !== 'DepthwiseConv2D') a.use_cudnn_on_gpu = this.g.bool(true);
     return a;
   }
 }
@@ -157,16 +154,16 @@ class Grads {
  * gradient is in `grads`, emits the weight gradients (by weight name) in reverse layer order.
  */
 function emitTrunk(e: Emitter, trunk: NonNullable<StepGraphPart['trunk']>, inShape: number[], x: string, param: (name: string) => string, grads?: Grads) {
+  for (const l of trunk.layers) checkLayer(l, 'trunk', 'training graph');
   const values = new Map<string, string>([[trunk.cut, x]]);
-  const shapes = new Map<string, Shape3>([[trunk.cut, inShape as Shape3]]);
+  const shapes = layerShapes(trunk.layers, [[trunk.cut, inShape as Shape3]]);
   const needsGrad = new Set<string>();
   const backward: (() => void)[] = [];
   const weightGrads = new Map<string, string>();
   const g = e.g;
   let out = x;
   for (const l of trunk.layers) {
-    if (!SUPPORTED.includes(l.class_name)) throw new Error(`training graph: layer ${l.name} (${l.class_name}) is not supported`);
-    const refs: string[] = (l.inbound_nodes[0] ?? []).map((r: any[]) => r[0]);
+    const refs = inboundNames(l);
     const ins = refs.map((r) => {
       const v = values.get(r);
       if (v === undefined) throw new Error(`training graph: ${l.name} reads ${r}, which is before the cut (${trunk.cut})`);
@@ -180,16 +177,16 @@ function emitTrunk(e: Emitter, trunk: NonNullable<StepGraphPart['trunk']>, inSha
       case 'Conv2D':
       case 'DepthwiseConv2D': {
         const depthwise = l.class_name === 'DepthwiseConv2D';
-        const kName = `${n}/${depthwise ? 'depthwise_kernel' : 'kernel'}`;
+        const kName = kernelName(l);
         const k = param(kName);
         const kShape = trunk.weights.find((w) => w.name === kName)!.shape;
-        const act = c.activation ?? 'linear';
-        if (!['linear', 'relu', 'relu6'].includes(act)) throw new Error(`training graph: ${n}: activation ${act} not supported`);
+        const act = layerActivation(l);
+        const { strides } = convGeometry(l);
         const activate = (t: string) => (act === 'relu' ? e.s('Relu', `${n}/relu`, t) : act === 'relu6' ? e.s('Relu6', `${n}/relu6`, t) : t);
         const activationGrad = (dy: string, out: string) =>
           act === 'relu' ? e.s('ReluGrad', `${n}/relu_grad`, dy, out) : act === 'relu6' ? e.s('Relu6Grad', `${n}/relu6_grad`, dy, out) : dy;
         const input = ins[0];
-        const pointwise = !depthwise && kShape[0] === 1 && kShape[1] === 1 && [c.strides ?? 1].flat().every((v: number) => v === 1);
+        const pointwise = !depthwise && kShape[0] === 1 && kShape[1] === 1 && strides.every((v) => v === 1);
         if (pointwise) {
           // A 1x1 convolution is a matrix product over pixels. Written as MatMul, its gradients are MatMuls too:
           // measured ~3x faster than oneDNN's Conv2DBackpropFilter (fused with the bias gradient) on 2 cores.
@@ -203,28 +200,28 @@ function emitTrunk(e: Emitter, trunk: NonNullable<StepGraphPart['trunk']>, inSha
           // MatMul runs on AMX where the CPU has it (8 ms); the whole top-6 step measured 456 -> 398 ms (Intel, AMX).
           // On AVX512-BF16 without AMX (AMD EPYC) the two forms measured within noise (top 6: 283 vs 268 ms, then 294
           // vs 302 ms, interleaved), so one form serves both. Float32 keeps the fused form (the same speed either way).
-          const withBias = (t: string) => (e.dt === 'float32' ? e.biasAdd(`${n}/BiasAdd`, t, param(`${n}/bias`)) : e.s('AddV2', `${n}/BiasAdd`, t, param(`${n}/bias`)));
+          const withBias = (t: string) => (e.dt === 'float32' ? e.biasAdd(`${n}/BiasAdd`, t, param(biasName(l))) : e.s('AddV2', `${n}/BiasAdd`, t, param(biasName(l))));
           const y2 = activate(c.use_bias ? withBias(mm) : mm);
           y = e.reshape(n, y2, [-1, h, w, cout]);
           back = (dy) => {
             const d = activationGrad(e.reshape(`${n}/grad_pixels`, dy, [-1, cout]), y2);
-            if (c.use_bias) weightGrads.set(`${n}/bias`, e.reduce('Sum', `${n}/bias_grad`, d, [0], false));
+            if (c.use_bias) weightGrads.set(biasName(l), e.reduce('Sum', `${n}/bias_grad`, d, [0], false));
             weightGrads.set(kName, e.reshape(`${n}/kernel_grad`, e.matmul(`${n}/kernel_grad_2d`, x2, d, true, false), kShape));
             if (needsGrad.has(input)) grads!.add(input, e.reshape(`${n}/input_grad`, e.matmul(`${n}/input_grad_2d`, d, k2, false, true), [-1, h, w, cin]));
           };
           break;
         }
-        const attrs = e.convAttrs(c, depthwise);
+        const attrs = e.convAttrs(l);
         const conv = g.op(depthwise ? 'DepthwiseConv2dNative' : 'Conv2D', n, [input, k], attrs);
-        y = activate(c.use_bias ? e.biasAdd(`${n}/BiasAdd`, conv, param(`${n}/bias`)) : conv);
+        y = activate(c.use_bias ? e.biasAdd(`${n}/BiasAdd`, conv, param(biasName(l))) : conv);
         const out4 = y;
         back = (dy) => {
           const d = activationGrad(dy, out4);
-          if (c.use_bias) weightGrads.set(`${n}/bias`, e.biasAddGrad(`${n}/bias_grad`, d));
+          if (c.use_bias) weightGrads.set(biasName(l), e.biasAddGrad(`${n}/bias_grad`, d));
           const op = depthwise ? 'DepthwiseConv2dNativeBackprop' : 'Conv2DBackprop';
           weightGrads.set(kName, g.op(`${op}Filter`, `${n}/kernel_grad`, [input, e.ints(`${n}/kernel_shape`, kShape), d], attrs));
           if (!needsGrad.has(input)) return;
-          const strided = [c.strides ?? 1].flat().some((v: number) => v !== 1);
+          const strided = strides.some((v) => v !== 1);
           if (depthwise && strided && e.dt !== 'float32') {
             // TF's bfloat16 DepthwiseConv2dNativeBackpropInput with stride 2 has no oneDNN path: measured 149 ms
             // against 11 ms in float32 for block 13 of MobileNetV2 at batch 128. This one gradient runs in float32.
@@ -240,11 +237,15 @@ function emitTrunk(e: Emitter, trunk: NonNullable<StepGraphPart['trunk']>, inSha
       }
       case 'ReLU':
       case 'Activation': {
-        const relu6 = l.class_name === 'ReLU' ? c.max_value === 6 : c.activation === 'relu6';
-        if (l.class_name === 'ReLU' && !(c.max_value === 6 || c.max_value == null)) throw new Error(`training graph: ${n}: only relu and relu6`);
-        if (l.class_name === 'Activation' && !['relu', 'relu6'].includes(c.activation)) throw new Error(`training graph: ${n}: activation ${c.activation} not supported`);
-        y = e.s(relu6 ? 'Relu6' : 'Relu', n, ins[0]);
+        const act = layerActivation(l);
         const input = ins[0];
+        if (act === 'linear') {
+          y = e.s('Identity', n, input);
+          back = (dy) => needsGrad.has(input) && grads!.add(input, dy);
+          break;
+        }
+        const relu6 = act === 'relu6';
+        y = e.s(relu6 ? 'Relu6' : 'Relu', n, input);
         back = (dy) => grads!.add(input, e.s(relu6 ? 'Relu6Grad' : 'ReluGrad', `${n}/grad`, dy, y));
         break;
       }
@@ -270,9 +271,7 @@ function emitTrunk(e: Emitter, trunk: NonNullable<StepGraphPart['trunk']>, inSha
       }
     }
     values.set(l.name, y);
-    shapes.set(l.name, layerOutputShape(l, refs.map((r) => shapes.get(r)!)));
-    const hasWeights = l.class_name === 'Conv2D' || l.class_name === 'DepthwiseConv2D';
-    if (hasWeights || ins.some((t) => needsGrad.has(t))) needsGrad.add(y);
+    if (layerWeightNames(l).length > 0 || ins.some((t) => needsGrad.has(t))) needsGrad.add(y);
     if (grads && back) {
       const yy = y;
       const bk = back;
@@ -415,27 +414,30 @@ export function stepGraphBytes(spec: StepGraphSpec): Uint8Array {
   const gradSums = allGrads.map((gr, i) => e.reduce('Sum', `check/sum${i}`, gr, shapes[i].map((_, k) => k), false));
   e.output('grad_sum', g.op('AddN', 'check/grad_sum', gradSums, { T: e.f(), N: g.int(gradSums.length) }));
 
-  // Adam (and decoupled weight decay on the head kernels), parameter by parameter.
+  // Adam (and decoupled weight decay on the head kernels), parameter by parameter: lib/train/adam.ts's update in
+  // graph nodes, its step and decay coefficients fed per step.
   const nTrunk = trunkGrads.length;
-  const { b1: B1, b2: B2, eps } = spec.adam;
-  const cB1 = e.scalar('adam/b1', B1);
-  const c1B1 = e.scalar('adam/1-b1', 1 - B1);
-  const cB2 = e.scalar('adam/b2', B2);
-  const c1B2 = e.scalar('adam/1-b2', 1 - B2);
-  const cEps = e.scalar('adam/eps', eps);
+  const k = adamConstants(spec.adam);
+  const constants = {
+    b1: e.scalar('adam/b1', k.b1), oneMinusB1: e.scalar('adam/1-b1', k.oneMinusB1),
+    b2: e.scalar('adam/b2', k.b2), oneMinusB2: e.scalar('adam/1-b2', k.oneMinusB2), eps: e.scalar('adam/eps', k.eps),
+  };
+  const ops: AdamArithmetic<string, string> = {
+    add: (a, b, name) => e.s('AddV2', `adam/${name}`, a, b),
+    sub: (a, b, name) => e.s('Sub', `adam/${name}`, a, b),
+    mul: (a, b, name) => e.s('Mul', `adam/${name}`, a, b),
+    div: (a, b, name) => e.s('RealDiv', `adam/${name}`, a, b),
+    sqrt: (a, name) => e.s('Sqrt', `adam/${name}`, a),
+    square: (a, name) => e.s('Square', `adam/${name}`, a),
+  };
   allGrads.forEach((gr, i) => {
-    const p = params[i];
     const m = e.input(stepNames.m(i), shapes[i]);
     const v = e.input(stepNames.v(i), shapes[i]);
-    const m2n = e.s('AddV2', `adam/m${i}`, e.s('Mul', `adam/m${i}_a`, m, cB1), e.s('Mul', `adam/m${i}_b`, gr, c1B1));
-    const v2n = e.s('AddV2', `adam/v${i}`, e.s('Mul', `adam/v${i}_a`, v, cB2), e.s('Mul', `adam/v${i}_b`, e.s('Square', `adam/g${i}_sq`, gr), c1B2));
-    const upd = e.s('RealDiv', `adam/u${i}`, m2n, e.s('AddV2', `adam/d${i}`, e.s('Sqrt', `adam/s${i}`, v2n), cEps));
-    let next = e.s('Sub', `adam/p${i}`, p, e.s('Mul', `adam/step${i}`, upd, i < nTrunk ? stepBackbone : stepHead));
     const headKernel = i === nTrunk || i === nTrunk + 2;
-    if (headKernel) next = e.s('Sub', `adam/p${i}_decay`, next, e.s('Mul', `adam/decay${i}`, p, decayHead));
-    e.output(stepNames.next(stepNames.param(i)), next);
-    e.output(stepNames.next(stepNames.m(i)), m2n);
-    e.output(stepNames.next(stepNames.v(i)), v2n);
+    const next = adamUpdate(ops, i, params[i], gr, m, v, { ...constants, step: i < nTrunk ? stepBackbone : stepHead, decay: headKernel ? decayHead : undefined });
+    e.output(stepNames.next(stepNames.param(i)), next.p);
+    e.output(stepNames.next(stepNames.m(i)), next.m);
+    e.output(stepNames.next(stepNames.v(i)), next.v);
   });
 
   // BN moving statistics (unbiased variance, as Keras).
@@ -453,13 +455,9 @@ export function stepGraphBytes(spec: StepGraphSpec): Uint8Array {
 export function partDims(spec: StepGraphSpec): number[] {
   return spec.parts.map((p) => {
     if (!p.trunk) return p.shape[0];
-    const shapes = new Map<string, Shape3>([[p.trunk.cut, p.shape as Shape3]]);
-    let last = p.shape as Shape3;
-    for (const l of p.trunk.layers) {
-      last = layerOutputShape(l, (l.inbound_nodes[0] ?? []).map((r: any[]) => shapes.get(r[0])!));
-      shapes.set(l.name, last);
-    }
-    return last[2];
+    const shapes = layerShapes(p.trunk.layers, [[p.trunk.cut, p.shape as Shape3]]);
+    const last = p.trunk.layers[p.trunk.layers.length - 1];
+    return shapes.get(last ? last.name : p.trunk.cut)![2];
   });
 }
 

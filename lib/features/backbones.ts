@@ -7,6 +7,9 @@ import * as path from 'path';
 import { download } from '../data/download';
 import { runtimeContext } from '../settings/context';
 import { dataDir, userPath } from '../settings/paths';
+import {
+  batchNormAxis, batchNormParams, biasName, checkLayer, convGeometry, functionalLayers, inboundNames, isConvolution, isRelu6, kernelName, Layer, layerActivation, paddingPairs,
+} from '../model/keras-layers';
 
 export type BackboneName = 'mobilenet_v2' | 'mobilenet_v1_0.75';
 
@@ -153,20 +156,10 @@ export function readWeights(folder: string, json: ModelJson): { specs: tf.io.Wei
   return { specs, data: all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer };
 }
 
-type Layer = { name: string; class_name: string; config: any; inbound_nodes: any[] };
-
-function modelConfig(topology: any): { layers: Layer[]; input_layers: any[]; output_layers: any[] } {
-  const cfg = topology.model_config ?? topology;
-  if (cfg.class_name !== 'Model' && cfg.class_name !== 'Functional') {
-    throw new Error(`expected a functional Model topology, got ${cfg.class_name}`);
-  }
-  return cfg.config;
-}
-
 /** Keep the layers needed for `featureLayer`, add global average pooling, free the input size. */
 function toFeatureTopology(topology: any, spec: BackboneSpec): any {
   const t = JSON.parse(JSON.stringify(topology));
-  const cfg = modelConfig(t);
+  const cfg = functionalLayers(t);
   const idx = cfg.layers.findIndex((l) => l.name === spec.featureLayer);
   if (idx < 0) throw new Error(`backbone ${spec.name}: layer ${spec.featureLayer} not found in model.json`);
   const last = cfg.layers[cfg.layers.length - 1];
@@ -213,7 +206,7 @@ export function foldBatchNorm(
   shapes: Map<string, number[]>,
 ): { topology: any; weights: Map<string, Float32Array>; shapes: Map<string, number[]>; folded: number } {
   const t = JSON.parse(JSON.stringify(topology));
-  const cfg = modelConfig(t);
+  const cfg = functionalLayers(t);
   const byName = new Map(cfg.layers.map((l) => [l.name, l]));
   const consumers = (name: string) =>
     cfg.layers.filter((l) => l.inbound_nodes.some((node: any[]) => node.some((n: any[]) => n[0] === name)));
@@ -226,31 +219,29 @@ export function foldBatchNorm(
     const src = byName.get(bn.inbound_nodes[0][0][0]);
     if (!src || (src.class_name !== 'Conv2D' && src.class_name !== 'DepthwiseConv2D')) continue;
     if (consumers(src.name).length !== 1) continue; // the raw conv output is used elsewhere: cannot fold
-    const c = bn.config;
-    const axis = Array.isArray(c.axis) ? c.axis[0] : c.axis;
+    const axis = batchNormAxis(bn);
     if (axis !== -1 && axis !== 3) continue;
-    const get = (n: string) => w.get(`${bn.name}/${n}`);
-    const mean = get('moving_mean');
-    const variance = get('moving_variance');
-    if (!mean || !variance) throw new Error(`BatchNormalization ${bn.name}: moving statistics missing from the weights`);
+    const { mean, variance, gamma, beta, epsilon } = batchNormParams(bn, (n) => {
+      const v = w.get(n);
+      if (!v) throw new Error(`BatchNormalization ${bn.name}: weight ${n} missing from the weights`);
+      return v;
+    });
     const C = mean.length;
-    const gamma = c.scale === false ? new Float32Array(C).fill(1) : get('gamma')!;
-    const beta = c.center === false ? new Float32Array(C) : get('beta')!;
     const scale = new Float64Array(C);
-    for (let i = 0; i < C; i++) scale[i] = gamma[i] / Math.sqrt(variance[i] + c.epsilon);
-    const kName = src.class_name === 'Conv2D' ? `${src.name}/kernel` : `${src.name}/depthwise_kernel`;
+    for (let i = 0; i < C; i++) scale[i] = gamma[i] / Math.sqrt(variance[i] + epsilon);
+    const kName = kernelName(src);
     const kernel = w.get(kName);
     if (!kernel) throw new Error(`layer ${src.name}: weight ${kName} missing`);
     // Conv2D kernel [kh,kw,in,out] and depthwise [kh,kw,in,mult] both have output channel = flat index % C
     // (depthwise output channel is in*mult + m, which is exactly the flat index over the last two axes).
     const k2 = new Float32Array(kernel.length);
     for (let i = 0; i < kernel.length; i++) k2[i] = kernel[i] * scale[i % C];
-    const oldBias = src.config.use_bias ? w.get(`${src.name}/bias`) : undefined;
+    const oldBias = src.config.use_bias ? w.get(biasName(src)) : undefined;
     const b2 = new Float32Array(C);
     for (let i = 0; i < C; i++) b2[i] = ((oldBias ? oldBias[i] : 0) - mean[i]) * scale[i] + beta[i];
     w.set(kName, k2);
-    w.set(`${src.name}/bias`, b2);
-    sh.set(`${src.name}/bias`, [C]);
+    w.set(biasName(src), b2);
+    sh.set(biasName(src), [C]);
     src.config.use_bias = true;
     src.config.bias_initializer = src.config.bias_initializer ?? { class_name: 'Zeros', config: {} };
     for (const n of ['gamma', 'beta', 'moving_mean', 'moving_variance']) {
@@ -270,7 +261,7 @@ export function foldBatchNorm(
 /** Names of the weights the (edited) topology's layers own, in layer order. */
 function usedWeightNames(topology: any, available: Map<string, unknown>): string[] {
   const names: string[] = [];
-  for (const l of modelConfig(topology).layers) {
+  for (const l of functionalLayers(topology).layers) {
     const prefix = `${l.name}/`;
     for (const k of available.keys()) if (k.startsWith(prefix)) names.push(k);
   }
@@ -410,10 +401,6 @@ export interface FeatureExtractor {
   dispose(): void;
 }
 
-const isRelu6 = (l: Layer) =>
-  (l.class_name === 'ReLU' && l.config.max_value === 6 && !l.config.negative_slope && !l.config.threshold) ||
-  (l.class_name === 'Activation' && l.config.activation === 'relu6');
-
 /**
  * Run the (folded) topology with tfjs' fused kernels instead of LayersModel.predict: bias and ReLU6 go inside each
  * convolution (tfjs-layers fuses neither for depthwise convs nor relu6), saving a full pass over every activation
@@ -421,7 +408,8 @@ const isRelu6 = (l: Layer) =>
  * Same arithmetic as the LayersModel (tests check equality within 1e-4).
  */
 export function compileExtractor(a: Pick<BackboneArtifacts, 'topology' | 'weightSpecs' | 'weightData'>): FeatureExtractor {
-  const cfg = modelConfig(a.topology);
+  const cfg = functionalLayers(a.topology);
+  for (const l of cfg.layers) checkLayer(l, 'extractor', 'compileExtractor');
   const weights = new Map<string, tf.Tensor>();
   const flat = new Float32Array(a.weightData);
   let off = 0;
@@ -436,30 +424,19 @@ export function compileExtractor(a: Pick<BackboneArtifacts, 'topology' | 'weight
     return t;
   };
   const consumers = new Map<string, Layer[]>();
-  for (const l of cfg.layers)
-    for (const node of l.inbound_nodes) for (const r of node) consumers.set(r[0], [...(consumers.get(r[0]) ?? []), l]);
-  type Step = { layer: Layer; inputs: string[]; act: 'relu6' | 'linear'; skip: boolean };
+  for (const l of cfg.layers) for (const r of inboundNames(l)) consumers.set(r, [...(consumers.get(r) ?? []), l]);
+  type Step = { layer: Layer; inputs: string[]; act: string; skip: boolean };
   const fusedInto = new Map<string, string>(); // relu6 layer -> conv that computes it
   const steps: Step[] = cfg.layers.map((l) => {
-    const inputs = (l.inbound_nodes[0] ?? []).map((r: any[]) => fusedInto.get(r[0]) ?? r[0]);
+    const inputs = inboundNames(l).map((r) => fusedInto.get(r) ?? r);
     const cons = consumers.get(l.name) ?? [];
-    let act: Step['act'] = 'linear';
-    if ((l.class_name === 'Conv2D' || l.class_name === 'DepthwiseConv2D') && cons.length === 1 && isRelu6(cons[0])) {
-      if (l.config.activation !== 'linear') throw new Error(`layer ${l.name}: unexpected activation ${l.config.activation}`);
+    let act = layerActivation(l);
+    if (isConvolution(l) && act === 'linear' && cons.length === 1 && isRelu6(cons[0])) {
       act = 'relu6';
       fusedInto.set(cons[0].name, l.name);
     }
     return { layer: l, inputs, act, skip: fusedInto.has(l.name) };
   });
-  const supported = ['InputLayer', 'Conv2D', 'DepthwiseConv2D', 'ReLU', 'Activation', 'Add', 'GlobalAveragePooling2D'];
-  for (const { layer } of steps) {
-    if (!supported.includes(layer.class_name)) throw new Error(`compileExtractor: layer ${layer.name} (${layer.class_name}) unsupported`);
-    if ((layer.class_name === 'ReLU' || layer.class_name === 'Activation') && !isRelu6(layer)) {
-      throw new Error(`compileExtractor: activation layer ${layer.name} is not relu6`);
-    }
-    const c = layer.config;
-    if (c.dilation_rate && (c.dilation_rate[0] !== 1 || c.dilation_rate[1] !== 1)) throw new Error(`${layer.name}: dilation unsupported`);
-  }
   const outName = fusedInto.get(cfg.output_layers[0][0]) ?? cfg.output_layers[0][0];
   return {
     predict: (x) =>
@@ -475,20 +452,25 @@ export function compileExtractor(a: Pick<BackboneArtifacts, 'topology' | 'weight
               y = x;
               break;
             case 'Conv2D':
-              y = tf.fused.conv2d({ x: ins[0] as tf.Tensor4D, filter: w(`${l.name}/kernel`) as tf.Tensor4D, strides: c.strides,
-                pad: c.padding, bias: c.use_bias ? w(`${l.name}/bias`) : undefined, activation: act });
+            case 'DepthwiseConv2D': {
+              const { strides, padding } = convGeometry(l);
+              const args = { x: ins[0] as tf.Tensor4D, filter: w(kernelName(l)) as tf.Tensor4D, strides, pad: padding,
+                bias: c.use_bias ? w(biasName(l)) : undefined, activation: act as tf.fused.Activation };
+              y = l.class_name === 'Conv2D' ? tf.fused.conv2d(args) : tf.fused.depthwiseConv2d(args);
               break;
-            case 'DepthwiseConv2D':
-              y = tf.fused.depthwiseConv2d({ x: ins[0] as tf.Tensor4D, filter: w(`${l.name}/depthwise_kernel`) as tf.Tensor4D,
-                strides: c.strides, pad: c.padding, bias: c.use_bias ? w(`${l.name}/bias`) : undefined, activation: act });
-              break;
+            }
             case 'ReLU':
             case 'Activation':
-              y = tf.clipByValue(ins[0], 0, 6);
+              y = act === 'relu6' ? tf.clipByValue(ins[0], 0, 6) : act === 'relu' ? tf.relu(ins[0]) : ins[0];
               break;
             case 'Add':
               y = tf.addN(ins);
               break;
+            case 'ZeroPadding2D': {
+              const [top, left] = paddingPairs(c.padding);
+              y = tf.pad(ins[0], [[0, 0], top, left, [0, 0]]);
+              break;
+            }
             default: // GlobalAveragePooling2D
               y = tf.mean(ins[0], [1, 2]);
           }

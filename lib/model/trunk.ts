@@ -10,14 +10,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { BackboneName } from '../features/backbones';
 import { loadedNative } from '../engine/native';
-
-export type Layer = { name: string; class_name: string; config: any; inbound_nodes: any[] };
-
-function functionalLayers(topology: any): { layers: Layer[]; output_layers: any[] } {
-  const cfg = topology.model_config ?? topology;
-  if (cfg.class_name !== 'Model' && cfg.class_name !== 'Functional') throw new Error(`expected a functional Model topology, got ${cfg.class_name}`);
-  return cfg.config;
-}
+import {
+  biasName, checkLayer, convGeometry, functionalLayers, inboundNames, kernelName, Layer, layerActivation, layerShapes, layerWeightNames, paddingPairs,
+} from './keras-layers';
 
 /** How a backbone's layer names mark the end of each block (the block number is the first group). */
 const BLOCK_END: Record<BackboneName, RegExp> = {
@@ -74,46 +69,9 @@ export function prefixTopology(topology: any, cut: string): any {
 
 /** Per-image shape [h, w, c] of the cut layer's output for square inputs of `resolution` pixels. */
 export function cutShape(topology: any, cut: string, resolution: number): [number, number, number] {
-  const shapes = new Map<string, [number, number, number]>();
-  for (const l of functionalLayers(topology).layers) {
-    const s: [number, number, number] = l.class_name === 'InputLayer'
-      ? [resolution, resolution, 3]
-      : layerOutputShape(l, (l.inbound_nodes[0] ?? []).map((r: any[]) => shapes.get(r[0])!));
-    shapes.set(l.name, s);
-    if (l.name === cut) return s;
-  }
-  throw new Error(`cut layer ${cut} not found in the backbone`);
-}
-
-/** Per-image output shape [h, w, c] of one layer given its inputs' (pooling gives [1, 1, c]). */
-export function layerOutputShape(l: Layer, ins: [number, number, number][]): [number, number, number] {
-  const c = l.config;
-  const conv = (k: number[], st: number[], ch: number): [number, number, number] => {
-    const [h, w] = ins[0];
-    const out = (x: number, i: number) => (c.padding === 'valid' ? Math.floor((x - k[i]) / st[i]) + 1 : Math.ceil(x / st[i]));
-    return [out(h, 0), out(w, 1), ch];
-  };
-  switch (l.class_name) {
-    case 'Conv2D':
-      return conv(c.kernel_size, c.strides, c.filters);
-    case 'DepthwiseConv2D':
-      return conv(c.kernel_size, c.strides, ins[0][2] * (c.depth_multiplier ?? 1));
-    case 'ZeroPadding2D': {
-      const [[t, b], [lft, r]] = paddingPairs(c.padding);
-      return [ins[0][0] + t + b, ins[0][1] + lft + r, ins[0][2]];
-    }
-    case 'GlobalAveragePooling2D':
-      return [1, 1, ins[0][2]];
-    default: // elementwise: ReLU, Activation, Add, BatchNormalization
-      return ins[0];
-  }
-}
-
-/** ZeroPadding2D's padding as [[top, bottom], [left, right]]. */
-export function paddingPairs(p: number | number[] | number[][]): [[number, number], [number, number]] {
-  if (typeof p === 'number') return [[p, p], [p, p]];
-  if (Array.isArray(p[0])) return p as [[number, number], [number, number]];
-  return [[p[0] as number, p[0] as number], [p[1] as number, p[1] as number]];
+  const shape = layerShapes(functionalLayers(topology).layers, [], [resolution, resolution, 3], cut).get(cut);
+  if (!shape) throw new Error(`cut layer ${cut} not found in the backbone`);
+  return shape;
 }
 
 /** The layers after `cut` up to the (pooled) output, in topological order. */
@@ -122,18 +80,6 @@ export function suffixLayers(topology: any, cut: string): Layer[] {
   const idx = cfg.layers.findIndex((l) => l.name === cut);
   if (idx < 0) throw new Error(`cut layer ${cut} not found in the backbone`);
   return cfg.layers.slice(idx + 1);
-}
-
-/** Weight names a layer owns, in the order of the backbone's weight manifest. */
-function layerWeightNames(l: Layer): string[] {
-  switch (l.class_name) {
-    case 'Conv2D':
-      return [`${l.name}/kernel`, ...(l.config.use_bias ? [`${l.name}/bias`] : [])];
-    case 'DepthwiseConv2D':
-      return [`${l.name}/depthwise_kernel`, ...(l.config.use_bias ? [`${l.name}/bias`] : [])];
-    default:
-      return [];
-  }
 }
 
 /**
@@ -163,8 +109,6 @@ function nativeOp(name: string, inputs: tf.Tensor[]): tf.Tensor {
   return (tf.backend() as any).executeSingleOutput(name, [kb.createTensorsTypeOpAttr('T', 'float32')], inputs);
 }
 
-export const SUPPORTED = ['Conv2D', 'DepthwiseConv2D', 'ReLU', 'Activation', 'Add', 'GlobalAveragePooling2D', 'ZeroPadding2D'];
-
 /**
  * The trunk: the suffix layers with their weights as variables. `forward` maps the cut activation [B,h,w,c] to the
  * pooled feature [B,D] with the same arithmetic as the frozen backbone (tests check equality), differentiably.
@@ -179,11 +123,7 @@ export class Trunk {
     this.layers = suffixLayers(topology, cut);
     this.vars = new Map();
     for (const l of this.layers) {
-      if (!SUPPORTED.includes(l.class_name)) throw new Error(`trunk: layer ${l.name} (${l.class_name}) is not supported`);
-      if (l.class_name === 'ReLU' && !(l.config.max_value === 6 || l.config.max_value == null)) throw new Error(`trunk: ${l.name}: only relu and relu6`);
-      if ((l.class_name === 'Conv2D' || l.class_name === 'DepthwiseConv2D') && l.config.activation && !['linear', 'relu', 'relu6'].includes(l.config.activation)) {
-        throw new Error(`trunk: ${l.name}: activation ${l.config.activation} not supported`);
-      }
+      checkLayer(l, 'trunk', 'trunk');
       for (const n of layerWeightNames(l)) {
         const w = weight(n);
         this.vars.set(n, tf.variable(tf.tensor(w.values, w.shape, 'float32'), true)); // unnamed: names are global in tfjs
@@ -203,35 +143,31 @@ export class Trunk {
   /** Cut activation [B,h,w,c] -> pooled features [B,D] (call inside tf.tidy or a gradient function). */
   forward(x: tf.Tensor4D): tf.Tensor2D {
     const vals = new Map<string, tf.Tensor>([[this.cut, x]]);
-    const act = (y: tf.Tensor, a: string | undefined) => (a === 'relu' ? tf.relu(y) : a === 'relu6' ? relu6(y) : y);
+    const act = (y: tf.Tensor, a: string) => (a === 'relu' ? tf.relu(y) : a === 'relu6' ? relu6(y) : y);
     let last: tf.Tensor = x;
     for (const l of this.layers) {
-      const ins = (l.inbound_nodes[0] ?? []).map((r: any[]) => {
-        const v = vals.get(r[0]);
-        if (!v) throw new Error(`trunk: ${l.name} reads ${r[0]}, which is before the cut (${this.cut})`);
+      const ins = inboundNames(l).map((r) => {
+        const v = vals.get(r);
+        if (!v) throw new Error(`trunk: ${l.name} reads ${r}, which is before the cut (${this.cut})`);
         return v;
       });
       const c = l.config;
       let y: tf.Tensor;
       switch (l.class_name) {
-        case 'Conv2D': {
-          y = tf.conv2d(ins[0] as tf.Tensor4D, this.vars.get(`${l.name}/kernel`)! as tf.Tensor4D, c.strides, c.padding);
-          if (c.use_bias) y = tf.add(y, this.vars.get(`${l.name}/bias`)!);
-          y = act(y, c.activation);
-          break;
-        }
+        case 'Conv2D':
         case 'DepthwiseConv2D': {
-          y = tf.depthwiseConv2d(ins[0] as tf.Tensor4D, this.vars.get(`${l.name}/depthwise_kernel`)! as tf.Tensor4D, c.strides, c.padding);
-          if (c.use_bias) y = tf.add(y, this.vars.get(`${l.name}/bias`)!);
-          y = act(y, c.activation);
+          const { strides, padding } = convGeometry(l);
+          const kernel = this.vars.get(kernelName(l))! as tf.Tensor4D;
+          y = l.class_name === 'Conv2D'
+            ? tf.conv2d(ins[0] as tf.Tensor4D, kernel, strides, padding)
+            : tf.depthwiseConv2d(ins[0] as tf.Tensor4D, kernel, strides, padding);
+          if (c.use_bias) y = tf.add(y, this.vars.get(biasName(l))!);
+          y = act(y, layerActivation(l));
           break;
         }
         case 'ReLU':
-          y = c.max_value === 6 ? relu6(ins[0]) : tf.relu(ins[0]);
-          break;
         case 'Activation':
-          if (c.activation !== 'relu6' && c.activation !== 'relu') throw new Error(`trunk: ${l.name}: activation ${c.activation} not supported`);
-          y = act(ins[0], c.activation);
+          y = act(ins[0], layerActivation(l));
           break;
         case 'Add':
           y = ins.length === 2 ? tf.add(ins[0], ins[1]) : tf.addN(ins);

@@ -21,6 +21,7 @@ import { BN_EPSILON, BN_MOMENTUM, buildHead, headWeights, setHeadWeights } from 
 import { rng, shuffle } from '../util/random';
 import { GraphFunction, loadStepGraphs, StepGraphSpec, stepNames, TRUNK_PRECISIONS, TrunkPrecision } from '../engine/train-graph';
 import { Trunk } from '../model/trunk';
+import { ADAM, adamAssign, adamCoefficients, adamConstants, adamMoments } from './adam';
 
 /** One backbone's share of a fine-tuning set: the activation at its cut (trained trunk) or its pooled features. */
 export interface FineTunePart {
@@ -73,8 +74,6 @@ export function fineTuneBackendError(backend: string): string | null {
     : `fine-tuning (trainable blocks > 0) needs the tensorflow backend: ${backend} has no Conv2DBackpropFilter / DepthwiseConv2dNative backprop kernels (run \`npm run setup:native\`, or use trainable blocks 0)`;
 }
 
-const ADAM_B1 = 0.9;
-const ADAM_B2 = 0.999;
 /** Head weights that train (headWeights order: gamma, beta, movingMean, movingVar, w1, b1, w2, b2; no BN affine). */
 const HEAD_TRAINED = [4, 5, 6, 7];
 
@@ -112,7 +111,7 @@ export class FineTuneTrainer {
       this.headVars[2].assign(tf.tensor1d(init.mean));
       this.headVars[3].assign(tf.tensor1d(init.variance));
     }
-    for (const v of this.trainable) this.adam.set(v, { m: tf.variable(tf.zerosLike(v), false), v: tf.variable(tf.zerosLike(v), false) });
+    for (const v of this.trainable) this.adam.set(v, adamMoments(v));
     this.random = rng(cfg.seed * 7919 + 17);
     this.maskRandom = rng(cfg.seed * 104729 + 29);
   }
@@ -134,9 +133,20 @@ export class FineTuneTrainer {
       classes: NUM_CLASSES,
       bnEpsilon: BN_EPSILON,
       bnMomentum: BN_MOMENTUM,
-      adam: { b1: ADAM_B1, b2: ADAM_B2, eps: this.cfg.adamEpsilon },
+      adam: this.adamHyper,
       trunkPrecision: this.cfg.trunkPrecision,
     };
+  }
+
+  private get adamHyper() {
+    return { ...ADAM, eps: this.cfg.adamEpsilon };
+  }
+
+  /** Adam's coefficients of step t for the trunks' and the head's rates (decay: the head kernels'). */
+  private adamSteps(lr: number, t: number) {
+    const backbone = adamCoefficients(lr * (this.cfg.backboneLr / this.cfg.lr), t, 0, this.adamHyper);
+    const head = adamCoefficients(lr, t, this.cfg.weightDecay, this.adamHyper);
+    return { backbone, head };
   }
 
   private get graph(): { step: GraphFunction; infer: GraphFunction } | null {
@@ -284,12 +294,12 @@ export class FineTuneTrainer {
   private graphStep(graph: GraphFunction, inputs: tf.Tensor[], y: tf.Tensor2D, mask1: tf.Tensor2D, mask2: tf.Tensor2D, lr: number): number {
     const B = y.shape[0];
     const t = this.step + 1;
-    const correction = Math.sqrt(1 - ADAM_B2 ** t) / (1 - ADAM_B1 ** t);
+    const { backbone, head } = this.adamSteps(lr, t);
     const [, , mm, mv] = this.headVars;
     const scalars = {
-      step_backbone: tf.scalar(lr * (this.cfg.backboneLr / this.cfg.lr) * correction),
-      step_head: tf.scalar(lr * correction),
-      decay_head: tf.scalar(lr * this.cfg.weightDecay),
+      step_backbone: tf.scalar(backbone.step),
+      step_head: tf.scalar(head.step),
+      decay_head: tf.scalar(head.decay),
       unbias: tf.scalar(B / Math.max(1, B - 1)),
       inv_batch: tf.scalar(1 / B),
     };
@@ -325,22 +335,17 @@ export class FineTuneTrainer {
 
   private adamStep(grads: tf.NamedTensorMap, lr: number): void {
     this.step++;
-    const t = this.step;
-    const correction = Math.sqrt(1 - ADAM_B2 ** t) / (1 - ADAM_B1 ** t);
+    const { backbone, head } = this.adamSteps(lr, this.step);
+    const constants = adamConstants(this.adamHyper);
     const trunkSet = new Set(this.trunkVars);
     const kernels = new Set([this.headVars[4], this.headVars[6]]);
-    const wd = this.cfg.weightDecay;
     tf.tidy(() => {
       for (const p of this.trainable) {
         const g = grads[p.name];
         if (!g) continue;
-        const rate = trunkSet.has(p) ? lr * (this.cfg.backboneLr / this.cfg.lr) : lr;
-        const { m, v } = this.adam.get(p)!;
-        m.assign(tf.add(tf.mul(m, ADAM_B1), tf.mul(g, 1 - ADAM_B1)));
-        v.assign(tf.add(tf.mul(v, ADAM_B2), tf.mul(tf.square(g), 1 - ADAM_B2)));
-        let next = tf.sub(p, tf.mul(tf.div(m, tf.add(tf.sqrt(v), this.cfg.adamEpsilon)), rate * correction));
-        if (wd > 0 && kernels.has(p)) next = tf.sub(next, tf.mul(p, rate * wd));
-        p.assign(next);
+        const { step } = trunkSet.has(p) ? backbone : head;
+        const decay = this.cfg.weightDecay > 0 && kernels.has(p) ? head.decay : undefined; // decoupled, head kernels only
+        adamAssign(p, g, this.adam.get(p)!, { ...constants, step, decay });
       }
     });
   }
@@ -419,7 +424,7 @@ export class FineTuneTrainer {
 }
 
 export function resolveFineTuneConfig(cfg: Partial<FineTuneConfig>): FineTuneConfig {
-  const c = { ...resolveTrainConfig(cfg), backboneLr: cfg.backboneLr ?? 1e-4, adamEpsilon: cfg.adamEpsilon ?? 1e-7, trunkPrecision: cfg.trunkPrecision ?? 'float32' };
+  const c = { ...resolveTrainConfig(cfg), backboneLr: cfg.backboneLr ?? 1e-4, adamEpsilon: cfg.adamEpsilon ?? ADAM.eps, trunkPrecision: cfg.trunkPrecision ?? 'float32' };
   if (!TRUNK_PRECISIONS.includes(c.trunkPrecision)) throw new Error(`fine-tune config trunkPrecision=${c.trunkPrecision}: expected ${TRUNK_PRECISIONS.join(' or ')}`);
   if (!(c.backboneLr > 0)) throw new Error(`fine-tune config backboneLr=${c.backboneLr}: expected a positive number`);
   if (!(c.adamEpsilon > 0)) throw new Error(`fine-tune config adamEpsilon=${c.adamEpsilon}: expected a positive number`);

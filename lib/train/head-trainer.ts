@@ -18,6 +18,7 @@ import { mapRowBatches } from '../engine/batches';
 import { LabeledFeatures } from '../features/labeled-features';
 import { buildHead, BN_EPSILON, BN_MOMENTUM, headWeights, NUM_CLASSES, setHeadWeights } from '../model/classifier';
 import { rng, shuffle } from '../util/random';
+import { ADAM, adamAssign, adamCoefficients, adamConstants, adamMoments } from './adam';
 
 export type Schedule = 'constant' | 'step' | 'cosine';
 
@@ -130,9 +131,6 @@ class MaskBank {
   }
 }
 
-const ADAM_B1 = 0.9;
-const ADAM_B2 = 0.999;
-const ADAM_EPS = 1e-7; // Keras' default
 /** Positions of the trainable weights in headWeights() order (moving statistics are not trained). */
 const TRAINABLE_IDX = [0, 1, 4, 5, 6, 7];
 
@@ -259,10 +257,7 @@ export class HeadTrainer {
       this.vars[2].assign(tf.tensor1d(init.mean));
       this.vars[3].assign(tf.tensor1d(init.variance));
     }
-    this.adam = TRAINABLE_IDX.map((i) => ({
-      m: tf.variable(tf.zerosLike(this.vars[i]), false),
-      v: tf.variable(tf.zerosLike(this.vars[i]), false),
-    }));
+    this.adam = TRAINABLE_IDX.map((i) => adamMoments(this.vars[i]));
     this.random = rng(cfg.seed * 7919 + 13);
     this.masks = new MaskBank(cfg.seed);
   }
@@ -377,20 +372,13 @@ export class HeadTrainer {
 
   private adamStep(grads: tf.Tensor[], lr: number): void {
     this.step++;
-    const t = this.step;
-    const alpha = (lr * Math.sqrt(1 - ADAM_B2 ** t)) / (1 - ADAM_B1 ** t);
-    const wd = this.cfg.weightDecay;
+    const { step, decay } = adamCoefficients(lr, this.step, this.cfg.weightDecay);
+    const constants = adamConstants(ADAM);
     tf.tidy(() => {
       TRAINABLE_IDX.forEach((vi, j) => {
         if (!this.cfg.bnAffine && vi < 2) return; // gamma/beta frozen at 1/0
-        const p = this.vars[vi];
-        const g = grads[j];
-        const { m, v } = this.adam[j];
-        m.assign(tf.add(tf.mul(m, ADAM_B1), tf.mul(g, 1 - ADAM_B1)));
-        v.assign(tf.add(tf.mul(v, ADAM_B2), tf.mul(tf.square(g), 1 - ADAM_B2)));
-        let next = tf.sub(p, tf.mul(tf.div(m, tf.add(tf.sqrt(v), ADAM_EPS)), alpha));
-        if (wd > 0 && (vi === 4 || vi === 6)) next = tf.sub(next, tf.mul(p, lr * wd)); // decoupled, kernels only
-        p.assign(next);
+        const decays = this.cfg.weightDecay > 0 && (vi === 4 || vi === 6); // decoupled, kernels only
+        adamAssign(this.vars[vi], grads[j], this.adam[j], { ...constants, step, decay: decays ? decay : undefined });
       });
     });
   }
