@@ -627,6 +627,9 @@ async function main(): Promise<void> {
     // 4. the report of the notebooks JupyterLab ran and saved: the front page and its key plots, offline
     if (saved.length) {
       const r = buildReport(saved, path.join(OUT, 'report'));
+      // Saved from JupyterLab (no runner metadata), each must read as run, from its execution counts and outputs.
+      console.log(`report of the saved notebooks: ${r.pages.map((p) => `${path.basename(p.file, '.html')} ${p.status}`).join(', ')}`);
+      for (const p of r.pages) if (p.status !== 'ok') problems.push(`report: ${path.basename(p.file)} saved from JupyterLab reads "${p.status}", expected ok`);
       const ip = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
       await ip.route(/^(?!file:)/, (route: any) => route.abort());
       await ip.goto(`file://${r.index}`);

@@ -1,19 +1,20 @@
 // npm run report [-- executed.ipynb...] [--in DIR] [--out DIR]
-// Turns executed notebooks (default out/notebooks/, written by `npm run notebooks`) into self-contained HTML pages
-// plus a front page (what ran, the headline numbers, key plots) in out/report/ — readable offline, this is how
-// results are shared.
+// Turns executed notebooks into self-contained HTML pages plus a front page (what ran, the headline numbers, key
+// plots) in out/report/ — readable offline, this is how results are shared. Which notebooks: the files named, else
+// --in DIR, else out/notebooks/ (written by `npm run notebooks`) when any there ran, else notebooks/ as saved in
+// JupyterLab; one line says which.
 import { resolveModel } from '../lib/model/registry';
 import { resolveConfig } from '../lib/settings/config';
 import * as fs from 'fs';
 import * as path from 'path';
 import { parseCli, runCli } from '../lib/util/cli';
-import { DEFAULT_REPORT_IN, DEFAULT_REPORT_OUT, buildReport, executedNotebooks } from '../lib/jupyter/report';
+import { DEFAULT_REPORT_OUT, buildReport, reportInputs } from '../lib/jupyter/report';
 import { modelsDir, PROJECT_ROOT, userPath } from '../lib/settings/paths';
 
 const CLI = {
   usage: 'npm run report -- [executed.ipynb...] [--in DIR] [--out DIR] [--model DIR] [--screenshot PNG]',
   options: {
-    in: { type: 'string', arg: 'dir', help: 'where the executed notebooks are', default: 'out/notebooks' },
+    in: { type: 'string', arg: 'dir', help: 'a folder of executed notebooks, e.g. ones saved from JupyterLab (default: out/notebooks when any there ran, else notebooks/ as saved in Lab)' },
     out: { type: 'string', arg: 'dir', help: 'where the HTML goes', default: 'out/report' },
     screenshot: { type: 'string', arg: 'png', help: 'also photograph the front page with headless Chromium (playwright-core and /usr/bin/chromium, or CHROMIUM=path)' },
     model: { type: 'string', arg: 'id|dir', help: 'the saved model whose metadata.json gives the headline (default: the one notebook 06 loaded, else the one 05 saved, else the current model)' },
@@ -58,14 +59,17 @@ function currentModelDir(): string | undefined {
 
 async function main(): Promise<void> {
   const { values, positionals } = parseCli(CLI);
-  const inDir = values.in && values.in !== 'out/notebooks' ? userPath(values.in) : DEFAULT_REPORT_IN;
   const outDir = values.out && values.out !== 'out/report' ? userPath(values.out) : DEFAULT_REPORT_OUT;
   const files = positionals.map((a) => {
     if (!fs.existsSync(userPath(a))) throw new Error(`${a}: no such notebook`);
     return userPath(a);
   });
-  const inputs = files.length ? files : executedNotebooks(inDir);
-  if (inputs.length === 0) throw new Error(`no executed notebooks in ${path.relative(process.cwd(), inDir) || inDir}; run \`npm run notebooks\` first`);
+  let inputs = files;
+  if (!files.length) {
+    const chosen = reportInputs({ inDir: values.in ? userPath(values.in) : undefined });
+    console.log(chosen.line);
+    inputs = chosen.files;
+  }
   const t0 = Date.now();
   const r = buildReport(inputs, outDir, {
     modelDir: values.model ? resolveModel(modelsDir(resolveConfig([], process.env, ['models']).config.models), values.model, userPath('.')).dir : undefined,

@@ -25,9 +25,10 @@ test('bad values fail with one clear line naming the variable', () => {
   assert.throws(() => params({ lrFindSteps: 1 }, { env: { LR_FIND_STEPS: '0x10' }, quiet: true }), /^Error: parameter lrFindSteps: LR_FIND_STEPS="0x10" is not a decimal number \(default 1\)$/);
 });
 
-test('prints the effective values, marking overrides', (t) => {
+test('prints the effective values, marking where each non-default came from', (t) => {
   const lines: string[] = [];
   t.mock.method(console, 'log', (s: string) => lines.push(s));
   params({ a: 1, b: 'x', views: ['plain'] }, { env: { A: '2' } });
-  assert.deepEqual(lines, ['parameters: a=2 (A), b="x", views=plain']);
+  assert.equal(lines[0], 'parameters: a=2 (env A), b="x", views=plain');
+  assert.match(lines[1], /^  from the environment: A=2; set in the notebook: none; 2 defaults\. Env vars are read when the kernel starts: .*\{ set: /);
 });

@@ -129,6 +129,11 @@ test('run scale, printed parameters and printed headline tables', () => {
   assert.deepEqual(runScale({ SEED: '3' }), { kind: 'custom', banner: 'CUSTOM PARAMETERS: SEED=3', params: ['SEED=3'] });
   assert.equal(runScale({ TEST_LIMIT: '1000', EPOCHS: '15' }).banner, 'SMOKE RUN: test images 0-999 only', 'a default epoch count is no cut');
   assert.deepEqual(printedParams('parameters: backbones=mobilenet_v1_0.75,mobilenet_v2, epochs=5 (EPOCHS), out="/tmp/m" (MODEL_DIR), seed=1\n'), { EPOCHS: '5', MODEL_DIR: '/tmp/m' });
+  // Today's marks: from the environment, or set in the notebook (which counts under the setting's env var name).
+  assert.deepEqual(
+    printedParams('parameters: trainLimit=0 (set in notebook; TRAIN_LIMIT=2000 ignored), epochs=5 (env EPOCHS), lrFindSteps=50 (set in notebook), models="/tmp/m" (env MODELS_DIR), seed=1\n  from the environment: EPOCHS=5; ...\n'),
+    { TRAIN_LIMIT: '0', EPOCHS: '5', LR_FIND_STEPS: '50', MODELS_DIR: '/tmp/m' },
+  );
   const t = printedHeadline('split  images  accuracy  with TTA\n-----  ------  --------  --------\nvalidation  500  82.80%  -\ntest 0-9999 (1000-9999 JPEG-rebuilt)  10000  70.00%  71.00%\n\nnext');
   assert.deepEqual([...t], [['validation', { images: 500, accuracy: 0.828 }], ['test 0-9999 (1000-9999 JPEG-rebuilt)', { images: 10000, accuracy: 0.7, tta: 0.71 }]]);
 });

@@ -51,7 +51,7 @@ export interface ExtractOptions {
   progress?: boolean | ProgressSink;
   /** Folder holding the backbone folders (else BACKBONES_DIR, data/models). */
   backbonesDir?: string;
-  /** Stops the extraction between batches (as an interrupt does); finished chunks stay cached. */
+  /** Stops the extraction between batches (as an interrupt does); every finished image stays cached. */
   signal?: AbortSignal;
   /**
    * Cache the activation of this layer (lib/model/trunk.ts `cutLayer`) instead of the pooled features: rows of h*w*c
@@ -65,7 +65,8 @@ export const CACHE_FORMAT = 'cifar10-features-v2';
 export const EXTRACTOR_VERSION = 'resize-normalize-fold-pool-v1';
 const MAGIC = Buffer.from('CFEAT01\n');
 const KEY_BYTES = 16;
-/** Images per cache file: big enough to keep the file count low, small enough that an interrupt loses little. */
+/** Images per cache file: big enough to keep the file count low. An interrupt loses nothing: the finished rows of
+ * an unfinished chunk are written as a smaller chunk file of their own. */
 export const CHUNK = 2048;
 
 // ---------------------------------------------------------------- keys
@@ -486,8 +487,13 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
         const row = feats.subarray(j * dim, (j + 1) * dim);
         for (const p of positions) out.set(row, p * dim);
       });
+    // The chunks being computed, with the rows finished so far: an interrupt (or a failure) writes those rows as a
+    // partial chunk file, so the work done before it is kept however large the chunk (see keepPartials).
+    const inFlight = new Set<{ chunk: number[][]; feats: Float32Array; finished: Uint8Array }>();
     const compute = async (chunk: number[][]) => {
       const feats = new Float32Array(chunk.length * dim);
+      const track = { chunk, feats, finished: new Uint8Array(chunk.length) };
+      inFlight.add(track);
       const batches: Promise<void>[] = [];
       for (let b = 0; b < chunk.length; b += batchSize) {
         const part = chunk.slice(b, b + batchSize);
@@ -497,12 +503,14 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
           run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, weights, resolution, view, n: part.length, pixels, cut }).then((f) => {
             if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);
             feats.set(f, b * dim);
+            track.finished.fill(1, b, b + part.length);
             sink.tick(part.length);
             done += part.length;
           }),
         );
       }
       await Promise.all(batches);
+      inFlight.delete(track);
       place(chunk, feats);
       if (useCache) {
         // A read-only or full cache folder costs the caching, never the features just computed.
@@ -510,6 +518,25 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
           written += chunk.length;
         }
       }
+    };
+    /**
+     * After an interrupt or a failure, write the finished rows of every unfinished chunk as a chunk file of its own
+     * (the same format, content hash and atomic write as a whole chunk; named by its own keys), which the next run's
+     * cache read finds like any other: interrupting a 2,000-image extraction at 67% keeps 1,340 images, not none.
+     * Rows are copied now, so a batch that lands later cannot change what was hashed.
+     */
+    const keepPartials = () => {
+      for (const { chunk, feats, finished } of inFlight) {
+        const rows = [...finished.keys()].filter((j) => finished[j]);
+        if (!useCache || rows.length === 0) continue;
+        const part = rows.map((j) => chunk[j]);
+        const partFeats = new Float32Array(rows.length * dim);
+        rows.forEach((j, r) => partFeats.set(feats.subarray(j * dim, (j + 1) * dim), r * dim));
+        if (bestEffortWrite(`feature cache in ${folder}`, () => writeFileAtomic(fileOf(part), encodeChunk(settings, keysOf(part), partFeats)))) {
+          written += part.length;
+        }
+      }
+      inFlight.clear();
     };
     try {
       // Runs sharing a cache share the work: each chunk is claimed before it is computed; a chunk another live run
@@ -529,11 +556,28 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
         shared += chunk.reduce((a, l) => a + l.length, 0);
         return true;
       };
+      /**
+       * The rows of a chunk not yet in the cache: another run that held it and was interrupted left its finished
+       * rows in a partial chunk file; those are placed (counted as shared) and only the rest is computed.
+       */
+      const notInPartials = (chunk: number[][]): number[][] => {
+        const want = new Map(chunk.map((positions) => [keys.toString('hex', positions[0] * KEY_BYTES, (positions[0] + 1) * KEY_BYTES), positions]));
+        const got = readCache(cacheRoot, folder, settings, want, out, (m) => console.warn(m));
+        if (got) {
+          sink.tick(chunk.length - want.size);
+          shared += got;
+        }
+        const left = new Set(want.values());
+        return chunk.filter((positions) => left.has(positions));
+      };
       const computeUnlessWritten = async (chunk: number[][]): Promise<void> => {
         if (!takeWritten(chunk)) await compute(chunk);
       };
       try {
         await Promise.all(claimed.map(computeUnlessWritten));
+      } catch (err) {
+        keepPartials(); // while the claims are held: a run waiting on one finds the partial file before it takes over
+        throw err;
       } finally {
         release();
       }
@@ -543,7 +587,11 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
           if (takeWritten(chunk)) break;
           if (claimChunk(file)) {
             try {
-              await compute(chunk);
+              const rest = notInPartials(chunk);
+              if (rest.length) await compute(rest);
+            } catch (err) {
+              keepPartials();
+              throw err;
             } finally {
               releaseChunk(file);
             }
@@ -555,7 +603,10 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
       }
     } catch (err) {
       if (nWorkers > 0) pool?.cancelQueued(err as Error);
+      keepPartials();
       sink.done(err instanceof InterruptedError ? 'interrupted' : 'failed');
+      // The interrupt's line was composed when it came; say what is cached now, partial chunks included.
+      if (err instanceof InterruptedError) throw new InterruptedError(`${label} interrupted ${howFar()}`);
       throw err;
     } finally {
       op.signal.removeEventListener('abort', onAbort);

@@ -10,6 +10,7 @@ import { marked } from 'marked';
 import { writeFileAtomic } from '../util/atomic';
 import { Cell, Notebook, Output, joinText, readNotebook } from './nbformat';
 import { PROJECT_ROOT, dataDir } from '../settings/paths';
+import { envOf } from '../settings/config';
 import { Figure, PLOTLY_LOADER_META, PLOTLY_MIME, escapeHtml, figureHtml, plotlyScriptTag } from '../evaluate/plotly-html';
 
 export const DEFAULT_REPORT_IN = path.join(PROJECT_ROOT, 'out', 'notebooks');
@@ -73,7 +74,7 @@ function renderCell(cell: Cell, index: number, stats: PageStats): string {
   if (cell.cell_type === 'markdown') return `<section class="cell md">${renderMarkdown(src)}</section>`;
   if (cell.cell_type === 'raw') return `<section class="cell raw"><pre>${escapeHtml(src)}</pre></section>`;
   const count = cell.execution_count ?? ' ';
-  const secs = (cell.metadata.runner as { seconds?: number } | undefined)?.seconds;
+  const secs = cellSeconds(cell);
   const outputs = cell.outputs.map((o) => renderOutput(o, stats)).join('\n');
   return (
     `<section class="cell code" id="cell-${index + 1}">` +
@@ -134,16 +135,67 @@ function page(title: string, body: string, withPlotly: boolean): string {
 interface RunnerMeta { executed_at?: string; seconds?: number; status?: string; params?: Record<string, string> }
 const runnerOf = (nb: Notebook): RunnerMeta | undefined => nb.metadata.runner as RunnerMeta | undefined;
 
+/**
+ * When JupyterLab's "record timing" setting is on, a saved cell carries metadata.execution with the kernel's
+ * timestamps; the cell's seconds and start come from those (the runner records its own, metadata.runner.seconds).
+ */
+function labTiming(cell: Cell): { start: string; seconds: number } | undefined {
+  const e = cell.metadata.execution as Record<string, string> | undefined;
+  const start = e?.['iopub.execute_input'];
+  const end = e?.['shell.execute_reply'];
+  const secs = start && end ? (Date.parse(end) - Date.parse(start)) / 1000 : NaN;
+  return start && Number.isFinite(secs) && secs >= 0 ? { start, seconds: Math.round(secs * 10) / 10 } : undefined;
+}
+
+function cellSeconds(cell: Cell): number | undefined {
+  return (cell.metadata.runner as { seconds?: number } | undefined)?.seconds ?? labTiming(cell)?.seconds;
+}
+
+/**
+ * How a notebook was run, read from the file alone: the runner's record (`npm run notebooks`), else what a notebook
+ * saved from JupyterLab (or any front end) holds — execution counts and outputs. A notebook run in Lab and saved is
+ * run: it is what a user shares.
+ */
+export interface RunState {
+  /** False only when no code cell ran (a clean notebook). */
+  ran: boolean;
+  /** The short label of the report's notebook table and the script's listing: "ok", "error in cell 5", "not run". */
+  status: string;
+  /** The page header's sentence. */
+  detail: string;
+  /** Seconds of notebook time (the runner's, else the sum of Lab's cell timings when recorded). */
+  seconds?: number;
+  /** When it ran (the runner's, else the first recorded Lab cell timing). */
+  executedAt?: string;
+}
+
+export function runState(nb: Notebook): RunState {
+  const run = runnerOf(nb);
+  if (run) {
+    const params = run.params && Object.keys(run.params).length ? ` · parameters: ${Object.entries(run.params).map(([k, v]) => `${k}=${v}`).join(', ')}` : '';
+    return { ran: true, status: run.status ?? '?', detail: `executed ${run.executed_at ?? '?'} in ${run.seconds ?? '?'} s · status ${run.status ?? '?'}${params}`, seconds: run.seconds, executedAt: run.executed_at };
+  }
+  const code = nb.cells.map((c, i) => ({ c, i })).filter((x) => x.c.cell_type === 'code' && joinText(x.c.source).trim() !== '');
+  const ran = code.filter(({ c }) => c.cell_type === 'code' && (c.execution_count != null || c.outputs.length > 0));
+  if (ran.length === 0) return { ran: false, status: 'not run', detail: 'not run: no code cell has an execution count or outputs' };
+  const failed = ran.find(({ c }) => c.cell_type === 'code' && c.outputs.some((o) => o.output_type === 'error'));
+  const status = failed ? `error in cell ${failed.i + 1}` : ran.length < code.length ? `partly run: ${ran.length} of ${code.length} cells` : 'ok';
+  const timings = ran.map(({ c }) => labTiming(c)).filter((t): t is { start: string; seconds: number } => !!t);
+  const seconds = timings.length ? Math.round(timings.reduce((a, t) => a + t.seconds, 0) * 10) / 10 : undefined;
+  const executedAt = timings.map((t) => t.start).sort()[0];
+  return {
+    ran: true, status, seconds, executedAt,
+    detail: `saved with outputs (run in JupyterLab or another front end, not by the runner): ${ran.length} of ${code.length} code cells ran${failed ? `, cell ${failed.i + 1} failed` : ''}` +
+      `${executedAt ? ` · first cell ${executedAt}` : ''}${seconds !== undefined ? ` · ${seconds} s of recorded cell time` : ''}`,
+  };
+}
+
 /** One self-contained page for an executed notebook. */
 export function notebookPage(nb: Notebook, name: string, opts: { banner?: string } = {}): { html: string; title: string; stats: PageStats } {
   const stats: PageStats = { figures: 0, images: 0 };
   const cells = nb.cells.map((c, i) => renderCell(c, i, stats)).join('\n');
   const title = notebookTitle(nb, name);
-  const run = runnerOf(nb);
-  const params = run?.params && Object.keys(run.params).length ? ` · parameters: ${Object.entries(run.params).map(([k, v]) => `${k}=${v}`).join(', ')}` : '';
-  const meta = run
-    ? `executed ${escapeHtml(run.executed_at ?? '?')} in ${run.seconds ?? '?'} s · status ${escapeHtml(run.status ?? '?')}${escapeHtml(params)}`
-    : 'not executed by the runner';
+  const meta = escapeHtml(runState(nb).detail);
   const body = `<nav><a href="index.html">← report front page</a></nav>\n${opts.banner ?? ''}<header class="meta">${escapeHtml(name)} · ${meta}</header>\n${cells}`;
   return { html: page(title, body, stats.figures > 0), title, stats };
 }
@@ -204,7 +256,7 @@ export interface RunSummary {
   headline: { rows: HeadlineRow[]; source: string; warnings: string[] };
   backend?: string;
   /** First and last notebook execution times, and the notebooks' total seconds. */
-  executed: { first?: string; last?: string; seconds: number };
+  executed: { first?: string; last?: string; seconds: number; /** Some notebook ran outside the runner (saved from Lab). */ savedFromLab?: boolean };
   commit?: string;
   commitSource?: string;
   model?: { dir: string; date?: string; runId?: string; backbones?: string[]; resolution?: number; training?: Record<string, unknown> };
@@ -273,31 +325,38 @@ export function runScale(params: Record<string, string>): RunScale {
 }
 
 /**
- * Rows of a table a notebook printed with formatTable(['split', 'images', 'accuracy', 'with TTA'], ...):
+ * Rows of a table a notebook printed with formatTable(['split', 'images', 'accuracy', 'accuracy + TTA'], ...):
  * split label -> images, accuracy and TTA accuracy.
  */
 export function printedHeadline(text: string): Map<string, { images: number; accuracy: number; tta?: number }> {
   const rows = new Map<string, { images: number; accuracy: number; tta?: number }>();
   const lines = text.split('\n');
-  const h = lines.findIndex((l) => /^split\s+images\s+accuracy\s+with TTA\s*$/.test(l));
+  // The header as lib/experiment/summary.ts accuracyTable prints it ("accuracy + TTA"; no TTA column when TTA is off),
+  // or as notebooks printed it before ("with TTA").
+  const h = lines.findIndex((l) => /^split\s+images\s+accuracy(\s+(with TTA|accuracy \+ TTA))?\s*$/.test(l));
   if (h < 0) return rows;
   for (const line of lines.slice(h + 2)) {
-    const m = /^(.+?)\s{2,}(\d+)\s+([\d.]+)%\s+(?:([\d.]+)%|-)\s*$/.exec(line);
+    const m = /^(.+?)\s{2,}(\d+)\s+([\d.]+)%(?:\s+(?:([\d.]+)%|-))?\s*$/.exec(line);
     if (!m) break;
     rows.set(m[1], { images: Number(m[2]), accuracy: Number(m[3]) / 100, ...(m[4] ? { tta: Number(m[4]) / 100 } : {}) });
   }
   return rows;
 }
 
-/** The overridden parameters a parameters cell printed (lib/settings/params.ts): "parameters: epochs=5 (EPOCHS), ..." -> { EPOCHS: '5' }. */
+/**
+ * The values a parameters cell printed that are not the notebook's defaults (lib/settings/params.ts), by env var name:
+ * "parameters: trainLimit=2000 (env TRAIN_LIMIT), epochs=5 (set in notebook), ..." -> { TRAIN_LIMIT: '2000',
+ * EPOCHS: '5' }. A value set in the notebook counts like one from the environment: either way the run was not the
+ * default one. Notebooks printed before the marks were spelled out say "(TRAIN_LIMIT)"; that still reads.
+ */
 export function printedParams(text: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of text.split('\n')) {
     if (!line.startsWith('parameters: ')) continue;
     for (const item of line.slice('parameters: '.length).split(/, (?=\w+=)/)) {
-      const m = /^\w+=(.*) \(([A-Z][A-Z0-9_]*)\)$/.exec(item);
+      const m = /^(\w+)=(.*) \((?:env )?([A-Z][A-Z0-9_]*)\)$/.exec(item) ?? /^(\w+)=(.*) \(set in notebook(?:; [^)]*)?\)$/.exec(item);
       if (!m) continue;
-      let v = m[1];
+      let v = m[2];
       if (v.startsWith('"')) {
         try {
           v = JSON.parse(v);
@@ -305,7 +364,7 @@ export function printedParams(text: string): Record<string, string> {
           // keep it quoted
         }
       }
-      out[m[2]] = v;
+      out[m[3] ?? envOf(m[1])] = v;
     }
   }
   return out;
@@ -401,8 +460,10 @@ export function runSummary(notebooks: ExecutedNotebook[], opts: SummaryOptions =
   const run = meta?.runId ? readJson(path.join(opts.runsDir ?? dataDir('runs'), `${meta.runId}.json`)) : undefined;
   if (!backend && run?.backend) backend = `${run.backend} (from the run log)`;
 
-  const times = notebooks.map((n) => runnerOf(n.nb)?.executed_at).filter((t): t is string => !!t).sort();
-  const seconds = notebooks.reduce((a, n) => a + (runnerOf(n.nb)?.seconds ?? 0), 0);
+  const states = notebooks.map((n) => runState(n.nb));
+  const times = states.map((r) => r.executedAt).filter((t): t is string => !!t).sort();
+  const seconds = states.reduce((a, r) => a + (r.seconds ?? 0), 0);
+  const savedFromLab = notebooks.some((n, i) => !runnerOf(n.nb) && states[i].ran);
   const keyFigures: RunSummary['keyFigures'] = [];
   for (const re of KEY_FIGURES) {
     for (const n of notebooks) {
@@ -419,7 +480,7 @@ export function runSummary(notebooks: ExecutedNotebook[], opts: SummaryOptions =
     scale: runScale(params),
     headline: { rows, source, warnings },
     backend,
-    executed: { first: times[0], last: times[times.length - 1], seconds: Math.round(seconds * 10) / 10 },
+    executed: { first: times[0], last: times[times.length - 1], seconds: Math.round(seconds * 10) / 10, savedFromLab },
     commit: commit ?? gitHead(root),
     commitSource: commit ? 'the saved model' : 'the working tree at report time',
     model: meta ? { dir: shownPath(root, modelDir), date: meta.date, runId: meta.runId, backbones: meta.backbones, resolution: meta.resolution, training: meta.training } : undefined,
@@ -443,6 +504,13 @@ function bannerHtml(scale: RunScale): string {
   return `<div class="banner ${scale.kind}">${escapeHtml(scale.banner)}${note ? `<small>${escapeHtml(note)}</small>` : ''}</div>\n`;
 }
 
+/** When and how the notebooks ran: the runner's record, Lab's recorded cell timings, or only that outputs were saved. */
+function executedFact(e: RunSummary['executed']): string {
+  const when = e.first ? `${e.first}${e.last && e.last !== e.first ? ` to ${e.last}` : ''} (${e.seconds} s of notebook time)` : undefined;
+  const how = e.savedFromLab ? 'run in JupyterLab (or another front end) and saved with outputs' : undefined;
+  return when && how ? `${when}; ${how}` : when ?? (how ? `${how}; no timings recorded` : 'not by the runner');
+}
+
 function frontPage(s: RunSummary, pages: ReportResult['pages'], generated: Date): { html: string; figures: number } {
   const e = escapeHtml;
   const rows = s.headline.rows
@@ -455,7 +523,7 @@ function frontPage(s: RunSummary, pages: ReportResult['pages'], generated: Date)
   const facts: Array<[string, string]> = [
     ['run', `${s.scale.kind === 'smoke' ? 'SMOKE' : s.scale.kind === 'custom' ? 'custom parameters' : 'full, default parameters'}${s.scale.params.length ? ` · ${s.scale.params.join(', ')}` : ''}`],
     ['backend', s.backend ?? 'not printed by the notebooks'],
-    ['executed', s.executed.first ? `${s.executed.first}${s.executed.last && s.executed.last !== s.executed.first ? ` to ${s.executed.last}` : ''} (${s.executed.seconds} s of notebook time)` : 'not by the runner'],
+    ['executed', executedFact(s.executed)],
     ['commit', s.commit ? `${s.commit} (${s.commitSource})` : 'unknown'],
   ];
   if (m) {
@@ -499,16 +567,58 @@ export function buildReport(files: string[], outDir: string = DEFAULT_REPORT_OUT
     const { html, title, stats } = notebookPage(nb, `${name}.ipynb`, { banner });
     const file = path.join(outDir, `${name}.html`);
     writeFileAtomic(file, html);
-    const run = runnerOf(nb);
-    pages.push({ file, title, stats, status: run?.status ?? 'not run', seconds: run?.seconds });
+    const state = runState(nb);
+    pages.push({ file, title, stats, status: state.status, seconds: state.seconds });
   }
   const index = path.join(outDir, 'index.html');
   writeFileAtomic(index, frontPage(summary, pages, opts.now ?? new Date()).html);
   return { index, pages, summary };
 }
 
-/** The executed notebooks in `dir` (name order). */
+/** The notebooks in `dir` (name order). */
 export function executedNotebooks(dir: string = DEFAULT_REPORT_IN): string[] {
   if (!fs.existsSync(dir)) return [];
   return fs.readdirSync(dir).filter((f) => f.endsWith('.ipynb')).sort().map((f) => path.join(dir, f));
+}
+
+/** The notebooks as a user saves them from JupyterLab: the project's own notebooks/. */
+export const LAB_NOTEBOOKS_DIR = path.join(PROJECT_ROOT, 'notebooks');
+
+/** Notebooks in `dir` that ran (see runState); a file that is not a notebook counts as not run here, and fails later. */
+function ranIn(dir: string): { all: string[]; ran: string[] } {
+  const all = executedNotebooks(dir);
+  const ran = all.filter((f) => {
+    try {
+      return runState(readNotebook(f)).ran;
+    } catch {
+      return false;
+    }
+  });
+  return { all, ran };
+}
+
+/**
+ * Which notebooks the report is made of, and one line saying so. `--in DIR` is used as given. Without it: the
+ * runner's copies in out/notebooks when any ran, else the project's notebooks/ as saved in JupyterLab (the report of
+ * what a user did in Lab) when any of those ran. Every notebook of the chosen folder is reported, unrun ones as
+ * "not run". Throws one line naming the folders looked in when none has a notebook that ran.
+ */
+export function reportInputs(opts: { inDir?: string; defaultIn?: string; labDir?: string; shown?: (p: string) => string } = {}): { files: string[]; line: string } {
+  const shown = opts.shown ?? ((p: string) => {
+    const rel = path.relative(process.cwd(), p);
+    return rel.startsWith('..') || path.isAbsolute(rel) ? p : rel || '.';
+  });
+  const describe = (dir: string, r: { all: string[]; ran: string[] }) => `${r.all.length ? `${r.ran.length} of ${r.all.length} notebooks` : 'no notebooks'} with outputs in ${shown(dir)}`;
+  if (opts.inDir) {
+    const r = ranIn(opts.inDir);
+    if (!r.ran.length) throw new Error(`no executed notebooks in ${shown(opts.inDir)} (${r.all.length ? `${r.all.length} notebooks, none with outputs or execution counts` : 'no .ipynb files'}): run them in JupyterLab and save, or \`npm run notebooks\``);
+    return { files: r.all, line: `notebooks: ${describe(opts.inDir, r)} (--in)` };
+  }
+  const out = opts.defaultIn ?? DEFAULT_REPORT_IN;
+  const lab = opts.labDir ?? LAB_NOTEBOOKS_DIR;
+  const r = ranIn(out);
+  if (r.ran.length) return { files: r.all, line: `notebooks: ${describe(out, r)} (executed by \`npm run notebooks\`)` };
+  const l = ranIn(lab);
+  if (l.ran.length) return { files: l.all, line: `notebooks: ${describe(lab, l)}, as saved in JupyterLab (${shown(out)} has no executed notebooks)` };
+  throw new Error(`no executed notebooks in ${shown(out)} or ${shown(lab)}: run \`npm run notebooks\`, or run the notebooks in JupyterLab and save them (or name a folder with --in)`);
 }

@@ -270,7 +270,7 @@ export function checkModelAgainstMetadata(model: tf.LayersModel, meta: ModelMeta
   if (new Set(meta.classNames).size !== meta.classNames.length) throw new Error(`${file}: class names repeat (${meta.classNames.join(', ')})`);
   const features = meta.backbones.reduce((a, b) => a + BACKBONES[b].featureSize, 0);
   if (meta.head.inputDim !== features) {
-    throw new Error(`${file}: backbones ${meta.backbones.join(' + ')} give ${features} features, but its head reads ${meta.head.inputDim}`);
+    throw new Error(`${file}: backbones ${meta.backbones.join(' + ')} give ${features} features, but its head.inputDim says ${meta.head.inputDim}`);
   }
   const bn = model.layers.find((l) => l.name === HEAD_LAYER_NAMES[0]);
   const headIn = bn ? (bn.getWeights()[0]?.shape[0] as number | undefined) : undefined;

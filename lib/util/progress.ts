@@ -59,7 +59,8 @@ export function progress(label: string, total: number, unit = 'img'): ProgressSi
         }
       },
       done(summary) {
-        render(summary ? `${line(true)} — ${summary}` : line(true), 100);
+        // The bar shows what was done: an interrupted or failed run stops part-way ("67% — interrupted").
+        render(summary ? `${line(true)} — ${summary}` : line(true), total ? Math.min(100, (100 * count) / total) : 100);
       },
     };
   }
