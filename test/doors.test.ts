@@ -130,4 +130,12 @@ test('npm start and the six notebooks are one experiment: same regime, same tabl
   assert.match(demo.stdout, new RegExp(`model ${startId}, from `));
   const demoMeta = JSON.parse(fs.readFileSync(path.join(work, 'demo', 'model', 'metadata.json'), 'utf8'));
   assert.deepEqual(demoMeta.regime, JSON.parse(fs.readFileSync(path.join(models, startId, 'metadata.json'), 'utf8')).regime, 'the demo page carries the model it was given');
+
+  // The Keras export of the same model, checked against tfjs on the first test images.
+  const keras = run('export-keras', ['--check', '--model', startId, '--out', path.join(work, 'model.h5')]);
+  assert.equal(keras.status, 0, keras.out.slice(-2000));
+  assert.match(keras.stdout, new RegExp(`^model ${startId} from `, 'm'));
+  const kerasDiff = Number(/max abs difference (\S+)/.exec(keras.stdout)?.[1]);
+  t.diagnostic(`Keras file vs tfjs: max |dp| ${kerasDiff}`);
+  assert.ok(kerasDiff <= 1e-5, keras.stdout);
 });
