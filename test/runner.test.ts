@@ -74,7 +74,7 @@ test('a passing notebook: outputs, execution counts, display updates and params 
   assert.deepEqual(cells[0].outputs.map((o) => o.output_type === 'stream' && [o.name, joinText(o.text)]), [['stdout', 'value 21\n'], ['stderr', 'to stderr\n']]);
   assert.equal(cells[1].outputs.length, 1, 'an updated display stays one output');
   assert.deepEqual((cells[1].outputs[0] as { data: Record<string, unknown> }).data['text/plain'], ['second']);
-  assert.match(joinText((cells[3].outputs[0] as { text: string[] }).text), /someValue=21 \(SOME_VALUE\)\n42\n/);
+  assert.match(joinText((cells[3].outputs[0] as { text: string[] }).text), /^parameters: someValue=21 \(env SOME_VALUE\)\n {2}from the environment: SOME_VALUE=21; [^\n]*\n42\n$/);
   assert.equal((out.metadata.kernelspec as { name: string }).name, 'cifar10-tslab');
   assert.equal((out.metadata.runner as { status: string }).status, 'ok');
 });
