@@ -33,7 +33,8 @@ function frame(seed: number, width = 640, height = 480): Buffer {
   return b;
 }
 
-async function generate(n: number): Promise<string> {
+/** `n` photo-like 640x480 JPEGs in three class folders under a new temp folder (the caller removes it). */
+export async function generate(n: number, log: (line: string) => void = (l) => console.log(l)): Promise<string> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-decode-'));
   const t0 = Date.now();
   for (let i = 0; i < n; i++) {
@@ -41,8 +42,27 @@ async function generate(n: number): Promise<string> {
     fs.mkdirSync(dir, { recursive: true });
     await sharp(frame(i), { raw: { width: 640, height: 480, channels: 3 } }).jpeg({ quality: 90 }).toFile(path.join(dir, `img${String(i).padStart(4, '0')}.jpg`));
   }
-  console.log(`generated ${n} 640x480 JPEGs in ${root} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  log(`generated ${n} 640x480 JPEGs in ${root} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   return root;
+}
+
+export interface DecodeBench { images: number; size: number; concurrency: number; seconds: number; imagesPerSec: number; cpuMsPerImage: number; kibPerImage: number }
+
+/** Decode + resize every image of `root` to size x size, `concurrency` in flight, after a short warm-up. */
+export async function measureDecode(root: string, size: number, concurrency: number): Promise<DecodeBench> {
+  const scan = await scanImageFolder(root);
+  const bytes = scan.files.reduce((s, f) => s + fs.statSync(f.path).size, 0);
+  await decodeImages(scan.files.slice(0, 8), { size }, () => undefined); // warm-up: libvips' first-use setup
+  const t0 = process.hrtime.bigint();
+  const cpu0 = process.cpuUsage();
+  const report = await decodeImages(scan.files, { size, concurrency }, () => undefined);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = process.cpuUsage(cpu0);
+  if (report.failed.length) throw new Error(`bench images failed to decode: ${report.failed[0].rel}: ${report.failed[0].reason}`);
+  return {
+    images: report.decoded, size, concurrency, seconds, imagesPerSec: report.decoded / seconds,
+    cpuMsPerImage: (cpu.user + cpu.system) / 1000 / report.decoded, kibPerImage: bytes / scan.files.length / 1024,
+  };
 }
 
 async function main() {
@@ -77,4 +97,4 @@ async function main() {
   }
 }
 
-runCli(main);
+if (require.main === module) runCli(main);

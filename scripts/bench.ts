@@ -6,6 +6,8 @@
 //   - head training, seconds per epoch over 45,000 x 2,048 features (the project's trainer, and tfjs `fit` of the
 //     same head extrapolated from a few batches);
 //   - end-to-end inference of a saved classifier (pixels -> probabilities, the `npm run predict` code path).
+// and once, in this process (sharp/libvips does not depend on the tfjs backend): decoding + resizing a folder of
+// 640x480 JPEGs to the backbone input, the first step of a `--dataset <folder>` run, next to the backbones' rate.
 // Prints one table, writes data/bench/bench-<time>.json. Ratios between backends come from this one run.
 //
 //   npm run bench                                  # both backends, 160 px, 1,024 images per cell
@@ -26,6 +28,7 @@ import { rng } from '../lib/util/random';
 import { benchFineTuneStep, benchHead, FineTuneStepBench, HeadBench } from './bench-train';
 import { VENV as KERAS_VENV } from './export-keras';
 import { exitOnInterrupt } from '../lib/util/cancel';
+import { DecodeBench, generate as generateJpegs, measureDecode } from './bench-decode';
 
 const OPTIONS = {
   backends: { type: 'string', default: 'tensorflow,wasm', help: 'comma list of backends to compare' },
@@ -36,6 +39,7 @@ const OPTIONS = {
   'head-n': { type: 'string', default: '45000', help: 'feature rows per head-training epoch' },
   workers: { type: 'string', default: String(os.cpus().length), help: 'wasm worker threads' },
   batch: { type: 'string', default: '', help: 'images per backbone call (default: each backend its best)' },
+  'decode-n': { type: 'string', default: '300', help: 'generated 640x480 JPEGs for the decode + resize row (0 skips it)' },
   peer: { type: 'boolean', default: false, help: 'also measure Keras/TensorFlow in graph mode on the same cores (uses the export:keras venv)' },
   child: { type: 'string', default: '', help: '(internal) measure in this process and print JSON' },
 } as const;
@@ -179,6 +183,16 @@ async function main(): Promise<void> {
   if (!results.length) throw new Error(`no backend could be measured: ${Object.entries(failed).map(([k, v]) => `${k}: ${v}`).join('; ')}`);
   const peer = a.peer ? runPeer(a) : undefined;
   if (typeof peer === 'string') console.log(`  keras peer: did not run (${peer})`);
+  let decode: DecodeBench | undefined;
+  const decodeN = Number(a['decode-n']);
+  if (decodeN > 0) {
+    const root = await generateJpegs(decodeN, () => {});
+    try {
+      decode = await measureDecode(root, Number(a.res.split(',')[0]), os.availableParallelism());
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  }
 
   const ref = results.find((r) => r.backend === 'wasm');
   const ratio = (x: number, y: number | undefined) => (y ? ` (${(x / y).toFixed(1)}x wasm)` : '');
@@ -200,6 +214,12 @@ async function main(): Promise<void> {
       ? `${r.fineTuneStep.graphMs} ms graph, ${r.fineTuneStep.eagerMs} ms eager (${(r.fineTuneStep.eagerMs / r.fineTuneStep.graphMs).toFixed(1)}x)`
       : 'no conv backprop kernels'))]);
   }
+  if (decode) {
+    // A folder's images are decoded once, then every backbone runs on each: the rate to beat is the backbones' together.
+    const together = (r: BackendResult) => 1 / r.features.filter((f) => f.resolution === decode!.size).reduce((s, f) => s + 1 / f.imagesPerSec, 0);
+    rows.push([`decode + resize, ${decode.images} 640x480 JPEGs -> ${decode.size}px (sharp, ${decode.concurrency} in flight)`, ...results.map((r) =>
+      `${decode!.imagesPerSec.toFixed(0)} img/s, ${decode!.cpuMsPerImage.toFixed(1)} ms CPU each (${(decode!.imagesPerSec / together(r)).toFixed(1)}x the backbones' ${together(r).toFixed(0)} img/s)`)]);
+  }
   const widths = [0, ...results.map(() => 0)].map((_, i) => Math.max(...[['', ...results.map((r) => r.backend)], ...rows].map((r) => r[i].length)));
   const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ');
   console.log(`\n${fmt(['', ...results.map((r) => r.backend)])}\n${fmt(widths.map((w) => '-'.repeat(w)))}\n${rows.map(fmt).join('\n')}`);
@@ -219,7 +239,7 @@ async function main(): Promise<void> {
       console.log(`  fine-tune step (Keras train_on_batch, same layers from the same cut, batch 128): ${peer.fineTuneStepMs.toFixed(1)} ms${mine ? ` (ours ${(peer.fineTuneStepMs / mine).toFixed(2)}x faster)` : ''}`);
     }
   }
-  writeJsonAtomic(file, { date: new Date().toISOString(), cores, cpu: os.cpus()[0]?.model, options: { ...a, child: undefined }, results, failed, peer });
+  writeJsonAtomic(file, { date: new Date().toISOString(), cores, cpu: os.cpus()[0]?.model, options: { ...a, child: undefined }, results, failed, peer, decode });
   console.log(`\nwrote ${file} (figures mean something only when the load average stayed near or below ${cores})`);
 }
 

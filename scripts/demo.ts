@@ -2,9 +2,13 @@
 // images in the browser with the saved model. Everything it loads sits beside it, by relative URL: the model
 // (model/: model.json, weights, metadata.json), tfjs and its wasm backend from node_modules (vendor/), the 32x32
 // reduction (pixels.js: lib/data/pixels.ts transpiled, so the page and `npm run predict` share one implementation),
-// and one CIFAR-10 test image per class from images 0-999 (samples/, PNG). --serve serves the folder on
+// and one test image per class (samples/, PNG): CIFAR-10's from images 0-999, or, for a model trained on a folder,
+// from that folder's test split at the model's input size. --serve serves the folder on
 // http://127.0.0.1:PORT/; any static host works the same (file:// does not: browsers refuse to fetch from it).
 import { PIXELS_PER_IMAGE } from '../lib/data/cifar10';
+import { loadDataset, datasetSplits, DatasetSettings } from '../lib/data/dataset';
+import { imageBytes } from '../lib/data/image-set';
+import { defaultConfig } from '../lib/settings/config';
 import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
@@ -32,8 +36,10 @@ const VENDOR = [
 ];
 
 export interface Sample {
-  /** 32x32 RGB pixels. */
+  /** size x size RGB pixels. */
   pixels: Uint8Array;
+  /** Side in pixels (default 32). */
+  size?: number;
   /** File name under samples/. */
   name: string;
   label?: string;
@@ -50,6 +56,23 @@ export function cifarSamples(dir: string): Sample[] {
     const i = labels.findIndex((l) => l === c);
     if (i < 0 || i >= n) continue;
     out.push({ pixels: images.subarray(i * PIXELS_PER_IMAGE, (i + 1) * PIXELS_PER_IMAGE), name: `test-${String(i).padStart(4, '0')}-${classNames[c]}.png`, label: classNames[c], index: i });
+  }
+  return out;
+}
+
+/** The first test image of each class of the folder a model was trained on, at the model's input size. */
+export async function folderSamples(meta: { config?: Partial<DatasetSettings> & { trainLimit?: number; valLimit?: number; testLimit?: number }; classNames: string[] }): Promise<Sample[]> {
+  const s = { ...defaultConfig(), ...meta.config } as DatasetSettings & { trainLimit: number; valLimit: number; testLimit: number };
+  const ds = await loadDataset(s, { progress: false });
+  if (ds.kind !== 'folder') return [];
+  const test = datasetSplits(ds, { trainLimit: s.trainLimit, valLimit: s.valLimit, testLimit: s.testLimit, seed: s.splitSeed }).testExact;
+  const per = imageBytes(ds.size);
+  const out: Sample[] = [];
+  for (let c = 0; c < ds.classNames.length; c++) {
+    const i = test.labels.findIndex((l) => l === c);
+    if (i < 0) continue;
+    const file = ds.files[test.indices[i]];
+    out.push({ pixels: test.images.subarray(i * per, (i + 1) * per), size: ds.size, name: `test-${c}-${path.basename(file).replace(/\.[^.]+$/, '')}.png`, label: meta.classNames[c] });
   }
   return out;
 }
@@ -85,7 +108,7 @@ export function buildDemo(opts: { modelDir: string; outDir: string; samples: Sam
   fs.writeFileSync(path.join(outDir, 'pixels.js'), `// lib/data/pixels.ts, transpiled by scripts/demo.ts\n${pixels}`);
 
   const list = opts.samples.map((s) => {
-    writePng(path.join(outDir, 'samples', s.name), s.pixels, 32, 32);
+    writePng(path.join(outDir, 'samples', s.name), s.pixels, s.size ?? 32, s.size ?? 32);
     return { file: `samples/${s.name}`, label: s.label, index: s.index };
   });
   fs.writeFileSync(path.join(outDir, 'samples.json'), JSON.stringify(list, null, 1));
@@ -146,9 +169,19 @@ async function main(): Promise<void> {
   const ref = resolveModel(modelsDir(config.models), values.model ?? config.model, userPath('.'));
   const modelDir = ref.dir;
   const outDir = values.out ? userPath(values.out) : DEMO_DIR;
-  const cifar = locateCifar10();
-  if (!cifar) console.warn('warning: CIFAR-10 not found (set CIFAR10_DIR): the page gets no bundled sample images');
-  const samples = cifar ? cifarSamples(cifar) : [];
+  const meta = JSON.parse(fs.readFileSync(path.join(modelDir, METADATA_FILE), 'utf8'));
+  let samples: Sample[] = [];
+  if (meta.dataset?.kind === 'folder') {
+    try {
+      samples = await folderSamples(meta);
+    } catch (err) {
+      console.warn(`warning: the model's folder could not be read (${(err as Error).message.split('\n')[0]}): the page gets no bundled sample images`);
+    }
+  } else {
+    const cifar = locateCifar10();
+    if (!cifar) console.warn('warning: CIFAR-10 not found (set CIFAR10_DIR): the page gets no bundled sample images');
+    samples = cifar ? cifarSamples(cifar) : [];
+  }
   buildDemo({ modelDir, outDir, samples });
   console.log(`demo built in ${path.relative(process.cwd(), outDir) || '.'}/ (model ${ref.id}${ref.via === 'current' ? ', the current model' : ''}, from ${modelDir}; ${samples.length} sample images)`);
   if (!values.serve) {

@@ -22,12 +22,14 @@ import * as os from 'os';
 import * as path from 'path';
 import { initBackend } from '../lib/engine/backend';
 import { locateCifar10, readFirstTestImages } from '../lib/data/cifar10';
-import { loadModel, predictPixels } from '../lib/model/classifier';
+import { loadModel, METADATA_FILE, predictPixels } from '../lib/model/classifier';
 import { resolveModel } from '../lib/model/registry';
-import { resolveConfig } from '../lib/settings/config';
+import { defaultConfig, resolveConfig } from '../lib/settings/config';
 import { modelsDir } from '../lib/settings/paths';
 import { parseCli, runCli } from '../lib/util/cli';
 import { PROJECT_ROOT, userPath } from '../lib/settings/paths';
+import { datasetSplits, loadDataset } from '../lib/data/dataset';
+import { imageBytes, sideOf, sideOfSet } from '../lib/data/image-set';
 
 /** The converter's venv; KERAS_VENV moves it (a test points it at an empty folder). */
 export const VENV = process.env.KERAS_VENV ? path.resolve(process.env.KERAS_VENV) : path.join(PROJECT_ROOT, 'data', 'tools', 'keras-venv');
@@ -46,17 +48,21 @@ export function kerasTopology(modelJson: any): any {
   const i = layers.findIndex((l) => l.class_name === 'ResizeNormalize');
   if (i >= 0) {
     const { name, size } = layers[i].config;
+    // The model's input side (32 for CIFAR-10, the resolution for a folder-trained model): no resize when equal.
+    const input = layers.find((l) => l.class_name === 'InputLayer');
+    const side = (input?.config.batch_input_shape ?? input?.config.batchInputShape)?.[1] ?? 32;
+    const same = size === side;
     const scaleName = `${name}_rescale`;
     const rescale: Layer = {
-      class_name: 'Rescaling', name: size === 32 ? name : scaleName, inbound_nodes: layers[i].inbound_nodes,
-      config: { name: size === 32 ? name : scaleName, trainable: false, dtype: 'float32', scale: 1 / 127.5, offset: -1 },
+      class_name: 'Rescaling', name: same ? name : scaleName, inbound_nodes: layers[i].inbound_nodes,
+      config: { name: same ? name : scaleName, trainable: false, dtype: 'float32', scale: 1 / 127.5, offset: -1 },
     };
     const resize: Layer = {
       class_name: 'Resizing', name, inbound_nodes: [[[scaleName, 0, 0, {}]]],
       config: { name, trainable: false, dtype: 'float32', height: size, width: size, interpolation: 'bilinear', crop_to_aspect_ratio: false },
     };
-    // ResizeNormalize skips resizing at 32 px; the consumers keep reading the layer called `name`
-    layers.splice(i, 1, ...(size === 32 ? [rescale] : [rescale, resize]));
+    // ResizeNormalize skips resizing when the input already has its size; the consumers keep reading the layer called `name`
+    layers.splice(i, 1, ...(same ? [rescale] : [rescale, resize]));
   }
   const renamed = uniqueIgnoringCase(top.config);
   for (const group of json.weightsManifest) {
@@ -142,7 +148,7 @@ export function exportKeras(modelDir: string, out: string, bin = ensureVenv()): 
 }
 
 /**
- * Predict `images` (uint8 NHWC 32x32) with the tfjs model and with the Keras file; returns keras_check.py's line.
+ * Predict `images` (uint8 NHWC, at the model's input size) with the tfjs model and with the Keras file; returns keras_check.py's line.
  * Throws when the difference is over TOLERANCE.
  */
 export async function checkKeras(modelDir: string, file: string, images: Uint8Array, n: number, bin = ensureVenv()): Promise<string> {
@@ -155,7 +161,7 @@ export async function checkKeras(modelDir: string, file: string, images: Uint8Ar
     const p = path.join(tmp, 'probs.f32');
     fs.writeFileSync(x, new Uint8Array(Float32Array.from(images).buffer)); // little-endian on every platform tfjs runs on
     fs.writeFileSync(p, new Uint8Array(probs.buffer, probs.byteOffset, probs.byteLength));
-    const r = run(path.join(bin, 'python'), [CHECK_SCRIPT, '--model', file, '--images', x, '--probs', p, '--n', String(n), '--tol', String(TOLERANCE)], 'keras_check.py');
+    const r = run(path.join(bin, 'python'), [CHECK_SCRIPT, '--model', file, '--images', x, '--probs', p, '--n', String(n), '--size', String(sideOf(images.length, n)), '--tol', String(TOLERANCE)], 'keras_check.py');
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (r.status !== 0) throw r.status === 1 && /max abs difference/.test(line) ? new Error(`check failed: ${line}`) : failure('keras_check.py', r, `${file}.check.log`);
     return line;
@@ -167,7 +173,7 @@ export async function checkKeras(modelDir: string, file: string, images: Uint8Ar
 const CLI = {
   usage: 'npm run export:keras -- [--check] [--model ID|DIR] [--out FILE]',
   options: {
-    check: { type: 'boolean', help: 'compare the exported file with tfjs on the first 100 test images (max |diff| <= 1e-4)' },
+    check: { type: 'boolean', help: "compare the exported file with tfjs on the first 100 test images (CIFAR-10's, or the model's folder's test split; max |diff| <= 1e-4)" },
     model: { type: 'string', arg: 'id|dir', help: 'the saved model: current (default), a model id, or a model folder (env MODEL)' },
     out: { type: 'string', arg: 'file', help: 'the .h5 to write (default <model dir>/cifar10.h5)' },
   },
@@ -186,10 +192,19 @@ async function main(): Promise<number> {
   console.log(`wrote ${path.relative(process.cwd(), out)} (${(fs.statSync(out).size / 2 ** 20).toFixed(1)} MiB, ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   if (values.check) {
     await initBackend({ log: () => {} });
-    const cifar = locateCifar10();
-    if (!cifar) throw new Error('--check needs CIFAR-10: set CIFAR10_DIR to a cifar-10-batches-bin folder (or run npm start once to download it)');
-    // the first 100 test images: exact in the offline copy (1000-9999 were rebuilt from JPEG)
-    console.log(await checkKeras(dir, out, readFirstTestImages(cifar, 100).images, 100, bin));
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, METADATA_FILE), 'utf8'));
+    if (meta.dataset?.kind === 'folder') {
+      // the model's own test split (its folder, its settings), at its input size
+      const s = { ...defaultConfig(), ...meta.config };
+      const test = datasetSplits(await loadDataset(s, { progress: false }), { trainLimit: s.trainLimit, valLimit: s.valLimit, testLimit: s.testLimit, seed: s.splitSeed }).testExact;
+      const n = Math.min(100, test.n);
+      console.log(await checkKeras(dir, out, test.images.subarray(0, n * imageBytes(sideOfSet(test))), n, bin));
+    } else {
+      const cifar = locateCifar10();
+      if (!cifar) throw new Error('--check needs CIFAR-10: set CIFAR10_DIR to a cifar-10-batches-bin folder (or run npm start once to download it)');
+      // the first 100 test images: exact in the offline copy (1000-9999 were rebuilt from JPEG)
+      console.log(await checkKeras(dir, out, readFirstTestImages(cifar, 100).images, 100, bin));
+    }
   }
   return 0;
 }

@@ -17,14 +17,15 @@ import tf_keras
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True, help="the exported .h5 / .keras file")
-    p.add_argument("--images", required=True, help="float32 [n, 32, 32, 3] pixels 0..255, raw")
+    p.add_argument("--images", required=True, help="float32 [n, size, size, 3] pixels 0..255, raw")
     p.add_argument("--probs", required=True, help="float32 [n, classes] tfjs probabilities, raw")
     p.add_argument("--n", type=int, required=True)
+    p.add_argument("--size", type=int, default=32, help="side of the square images (32 for CIFAR-10)")
     p.add_argument("--tol", type=float, default=1e-4)
     a = p.parse_args()
 
     model = tf_keras.models.load_model(a.model, compile=False)
-    x = np.fromfile(a.images, dtype="<f4").reshape(a.n, 32, 32, 3)
+    x = np.fromfile(a.images, dtype="<f4").reshape(a.n, a.size, a.size, 3)
     want = np.fromfile(a.probs, dtype="<f4").reshape(a.n, -1)
     got = model.predict(x, batch_size=25, verbose=0)
     diff = float(np.abs(got - want).max())

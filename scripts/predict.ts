@@ -1,16 +1,17 @@
 // `npm run predict -- a.png b.jpg ...`: label images with a saved model — the current one, or --model <id|folder>
-// (env MODEL; saved models live in MODELS_DIR, default models/). Which model was loaded is said on stderr. Each file is decoded (PNG via pngjs, JPEG via jpeg-js; the format is read from the bytes, not the
-// name), reduced to 32x32 as CIFAR-10 images are (area averaging; bilinear when enlarging), and gets its top-3
-// classes. A bad file gets one clear error line and the others still run; the exit code is 1 if any failed.
+// (env MODEL; saved models live in MODELS_DIR, default models/). Which model was loaded is said on stderr. Each file is
+// prepared as the model says (lib/model/predict.ts predictImage: a CIFAR-10 model reduces PNG/JPEG to 32x32 as CIFAR-10
+// images are; a model trained on your folder decodes any of its formats and resizes with its fit), and gets its top-3
+// classes, named by the model's own class names. A bad file gets one clear error line and the others still run; the exit code is 1 if any failed.
 import { initBackend } from '../lib/engine/backend';
 import { parseCli, runCli, UsageError } from '../lib/util/cli';
 import { loadSavedModel } from '../lib/experiment/saved-model';
 import { resolveConfig } from '../lib/settings/config';
-import { predictFile } from '../lib/model/predict';
+import { predictImage } from '../lib/model/predict';
 import { userPath } from '../lib/settings/paths';
 
 const CLI = {
-  usage: 'npm run predict -- <image.png|jpg>... [--model ID|DIR]',
+  usage: 'npm run predict -- <image file>... [--model ID|DIR]',
   notes: ['Paths are relative to the folder you run from. Exit status 1 when any image failed.'],
   options: { model: { type: 'string', arg: 'id|dir', help: 'the saved model: current (default), a model id, or a model folder (env MODEL)' } },
   positionals: true,
@@ -26,7 +27,7 @@ async function main(): Promise<number> {
   let failed = 0;
   for (const file of positionals) {
     try {
-      const { top } = predictFile(model, metadata.classNames, userPath(file));
+      const { top } = await predictImage(model, metadata, userPath(file));
       console.log(`${file}: ${top.map((t) => `${t.name} ${(100 * t.probability).toFixed(1)}%`).join(', ')}`);
     } catch (err) {
       failed++;

@@ -23,11 +23,12 @@ describe('backend ladder', () => {
       loadNative: () => {
         throw new Error('native TensorFlow not installed: python3 not found on PATH (install Python 3 with pip, then `npm run setup:native`)');
       },
+      probeWebgpu: async () => { throw new Error('no WebGPU adapter here (test stand-in)'); },
     });
     assert.equal(choice.name, 'wasm');
     assert.equal(tf.getBackend(), 'wasm');
     assert.equal(out.lines.length, 1);
-    assert.match(out.lines[0], /^tfjs backend: wasm \(SIMD, [^;]*\); the native TensorFlow backend is not installed: python3 not found on PATH \(install Python 3 with pip, then `npm run setup:native`\)$/);
+    assert.match(out.lines[0], /^tfjs backend: wasm \(SIMD, [^;]*\); the native TensorFlow backend is not installed: python3 not found on PATH \(install Python 3 with pip, then `npm run setup:native`\); webgpu skipped: no WebGPU adapter here \(test stand-in\)$/);
     assert.doesNotMatch(out.lines[0], /not used|error/i, 'a normal fallback reads as information');
     assert.deepEqual(out.warnings, []);
   });
@@ -41,9 +42,13 @@ describe('backend ladder', () => {
       loadNative: () => {
         throw new Error('libcudart.so.11.0: cannot open shared object file: No such file or directory');
       },
+      probeWebgpu: async () => { throw new Error('no WebGPU adapter here (test stand-in)'); },
     });
     assert.equal(choice.name, 'wasm');
-    assert.deepEqual(choice.skipped, [{ name: 'tensorflow', reason: 'libcudart.so.11.0: cannot open shared object file: No such file or directory' }]);
+    assert.deepEqual(choice.skipped, [
+      { name: 'tensorflow', reason: 'libcudart.so.11.0: cannot open shared object file: No such file or directory' },
+      { name: 'webgpu', reason: 'no WebGPU adapter here (test stand-in)' },
+    ]);
   });
 
   test('the real install: the native backend is used when npm install built it, otherwise skipped with a reason', async () => {
@@ -70,6 +75,8 @@ describe('backend ladder', () => {
         prefer: 'auto',
         ...out,
         loadNative: () => tf.registerBackend('tensorflow', () => new MathBackendCPU(), 0),
+        // A machine with a hardware WebGPU adapter would (rightly) prefer it to a CPU tensorflow: keep this one GPU-less.
+        probeWebgpu: async () => { throw new Error('no WebGPU adapter here (test stand-in)'); },
       });
       assert.equal(choice.name, 'tensorflow');
       assert.match(out.lines[0], /^tfjs backend: tensorflow \(libtensorflow /);
@@ -88,7 +95,8 @@ describe('backend ladder', () => {
   });
 
   test('a bad TFJS_BACKEND value is a clear error; an empty one means auto', () => {
-    assert.throws(() => resolveContext({ TFJS_BACKEND: 'webgpu' }), /^Error: TFJS_BACKEND="webgpu" is not a backend: expected one of auto, tensorflow, wasm, cpu$/);
+    assert.throws(() => resolveContext({ TFJS_BACKEND: 'webgl' }), /^Error: TFJS_BACKEND="webgl" is not a backend: expected one of auto, tensorflow, webgpu, wasm, cpu$/);
+    assert.equal(resolveContext({ TFJS_BACKEND: 'webgpu' }).backend, 'webgpu');
     assert.equal(resolveContext({ TFJS_BACKEND: '' }).backend, 'auto');
     assert.equal(resolveContext({}).backend, 'auto');
   });

@@ -12,7 +12,7 @@ import type { Server } from 'http';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../lib/engine/backend';
 import { assembleModel, buildHead, headWeights, loadModel, saveModel, setHeadWeights } from '../lib/model/classifier';
-import { predictFile } from '../lib/model/predict';
+import { predictFile, predictImage } from '../lib/model/predict';
 import { buildDemo, serveDir, writePng } from '../scripts/demo';
 import { fakeImages, writeFakeBackbone } from './fake-backbone';
 
@@ -168,6 +168,66 @@ test('demo page in Chromium predicts what Node predicts, offline', { timeout: 18
     assert.match(fetched, /^refused/, 'Chromium now fetches over file://: the README and the page message can be relaxed');
   } finally {
     await ctx.close();
+  }
+});
+
+test('demo page of a folder-trained model: its classes, its input size and fit, the same probabilities as predict', { timeout: 180_000 }, async (t) => {
+  if (SKIP) return t.skip(SKIP);
+  // A 3-class model taking 48x48 images (a folder's images are stored at the resolution), 'cover' fit.
+  const fake = path.join(root, 'backbones');
+  const classNames = ['cat', 'ship', 'truck'];
+  const head = buildHead({ inputDim: 768, units: 16, dropout: 0.2, seed: 5, numClasses: 3 });
+  const ws = headWeights(head);
+  const r = (shape: number[], lo: number, hi: number, seed: number) => tf.randomUniform(shape, lo, hi, 'float32', seed);
+  setHeadWeights(head, [r([768], 0.5, 1.5, 1), r([768], -0.2, 0.2, 2), r([768], 0, 0.5, 3), r([768], 0.05, 1, 4), ws[4], ws[5], tf.mul(ws[6], 8), ws[7]]);
+  const model = await assembleModel({ backbones: ['mobilenet_v1_0.75'], resolution: 48, head, backbonesDir: fake, imageSize: 48 });
+  const dir = path.join(root, 'folder-model');
+  await saveModel(model, {
+    backbones: ['mobilenet_v1_0.75'], resolution: 48, classNames, imageSize: 48, dataset: { kind: 'folder', name: 'pets', fit: 'cover' },
+    head: { inputDim: 768, units: 16, dropout: 0.2, numClasses: 3 }, metrics: { validation: 0.5 }, date: new Date().toISOString(), gitCommit: null,
+  }, dir);
+  tf.dispose([head, model] as any);
+  const samples = [0, 1, 2].map((i) => ({ pixels: picture(48, 48, 20 + i), size: 48, name: `sample-${i}.png`, label: classNames[i] }));
+  const out = path.join(root, 'demo-folder');
+  buildDemo({ modelDir: dir, outDir: out, samples });
+  const wide = path.join(root, 'wide-photo.png'); // cropped to its centre square, then reduced: page and libvips resample differently
+  writePng(wide, picture(180, 120, 9), 180, 120);
+  const { model: loaded, metadata } = await loadModel(dir);
+  const want = await Promise.all([...samples.map((s) => path.join(out, 'samples', s.name)), wide].map((f) => predictImage(loaded, metadata, f)));
+  loaded.dispose();
+  const srv = await serveDir(out, 0);
+  const ctx = await playwright().chromium.launchPersistentContext(fs.mkdtempSync(path.join(root, 'profile-')), { executablePath: CHROMIUM, args: ARGS, headless: true });
+  try {
+    const page = await ctx.newPage();
+    await page.goto(`http://127.0.0.1:${(srv.address() as net.AddressInfo).port}/`);
+    await page.waitForFunction(() => ['ready', 'error'].includes((globalThis as any).demo?.status), null, { timeout: 60_000 });
+    assert.equal(await page.evaluate(() => (globalThis as any).demo.status), 'ready');
+    assert.match(await page.locator('#samples-hint').textContent(), /test images of pets/);
+    assert.match(await page.locator('#view-caption').textContent(), /48×48/);
+    let worst = 0;
+    for (const [i, w] of want.entries()) {
+      const before = await page.evaluate(() => (globalThis as any).demo.predictions);
+      if (i < samples.length) await page.locator(`#samples button[data-file="samples/${samples[i].name}"]`).click();
+      else await page.setInputFiles('#file', wide);
+      await page.waitForFunction((n: number) => (globalThis as any).demo.predictions > n || (globalThis as any).demo.error, before, { timeout: 30_000 });
+      const last = await page.evaluate(() => (globalThis as any).demo.last);
+      assert.equal(last.pixels.length, 48 * 48 * 3, 'the page feeds the model its 48x48 input');
+      assert.deepEqual(last.top.map((x: any) => x.name), w.top.map((x) => x.name), `image ${i}: top-3 classes`);
+      const d = Math.max(...last.top.map((x: any, j: number) => Math.abs(x.probability - w.top[j].probability)));
+      if (i < samples.length) {
+        // Samples are at the model's size: no resampling anywhere, so the page and predict see the same pixels.
+        assert.deepEqual(last.pixels, Array.from(w.pixels), `sample ${i}: the same pixels as predict`);
+        worst = Math.max(worst, d);
+        assert.ok(d <= 1e-3, `sample ${i}: |p_page - p_predict| = ${d}`);
+      } else {
+        t.diagnostic(`a 180x120 photo: page (centre crop + area averaging) vs predict (libvips crop + lanczos): max |dp| over the top 3 = ${d.toExponential(2)}`);
+        assert.ok(d <= 0.05, `the page's reduction of a photo strays too far from predict's (${d})`);
+      }
+    }
+    t.diagnostic(`folder model, ${samples.length} samples: max |p_page - p_predict| = ${worst.toExponential(2)}`);
+  } finally {
+    await ctx.close();
+    srv.close();
   }
 });
 

@@ -50,7 +50,7 @@ test('a value set in the notebook is checked like an env var, and only a paramet
   assert.throws(quiet({ trainLimit: 2.5 }), /^Error: params: set trainLimit=2\.5: expected a whole number >= 0$/);
   assert.throws(quiet({ backbones: ['resnet'] }), /^Error: params: set backbones=\["resnet"\]: expected a comma list of (mobilenet_v1_0\.75|mobilenet_v2), /);
   assert.throws(quiet({ lrFindSteps: '50' }), /^Error: params: set lrFindSteps="50": expected a number like its default 200$/);
-  assert.throws(quiet({ trainLimt: 2000 }), /^Error: params: set trainLimt: not a parameter of this notebook \(its parameters: trainLimit, .*; or dataDir, cifar10Dir, backbonesDir, backend\)$/);
+  assert.throws(quiet({ trainLimt: 2000 }), /^Error: params: set trainLimt: not a parameter of this notebook \(its parameters: dataset, fit, valFraction, testFraction, trainLimit, .*; or dataDir, cifar10Dir, backbonesDir, backend\)$/);
   assert.throws(quiet({ epochs: null }), /^Error: params: set epochs=null: expected a value/);
   assert.equal(params({ ...EXPERIMENT }, { env: {}, quiet: true, set: { lr: null, trainableBlocks: [0, 2] } }).trainableBlocks?.join(','), '0,2');
   // A bad env var is still a one-line error even when the notebook sets that value.
@@ -97,7 +97,7 @@ test('in the project kernel, as a Lab user runs it: set wins over the kernel\'s 
   const cells = readNotebook(path.join(work, 'out', 'set.ipynb')).cells.filter((c): c is CodeCell => c.cell_type === 'code');
   const text = (c: CodeCell) => c.outputs.map((o) => (o.output_type === 'stream' ? joinText(o.text) : '')).join('');
   const [line1, line2] = text(cells[0]).split('\n');
-  assert.match(line1, /^parameters: trainLimit=2000 \(set in notebook; TRAIN_LIMIT=500 ignored\), valLimit=0, /);
+  assert.match(line1, /^parameters: dataset="cifar10", fit="cover", valFraction=0\.15, testFraction=0\.15, trainLimit=2000 \(set in notebook; TRAIN_LIMIT=500 ignored\), valLimit=0, /);
   assert.match(line2, /^ {2}from the environment: (?!.*TRAIN_LIMIT).*; set in the notebook: trainLimit, backbonesDir; \d+ defaults\. Env vars are read when the kernel starts/);
   assert.equal(text(cells[1]).trim(), `trainLimit 2000, backbones from ${backbones}`);
   assert.equal(printedParams(text(cells[0])).TRAIN_LIMIT, '2000', 'the report reads what the notebook ran with');

@@ -143,8 +143,10 @@ test('npm run report --in <notebooks saved from Lab>: every page, none "(not run
   const rows = index.match(/<td>[^<]*<\/td><td class="num">[^<]*<\/td><td class="num">[^<]*<\/td><td class="num"><strong>[^<]*/g) ?? [];
   assert.deepEqual(rows.map((r) => r.replace(/<[^>]+>/g, ' ').trim().split(/\s+/).join(' ')), ['validation 500 82.80% 83.00%', 'test 0-999 (exact) 1,000 81.90% 82.20%']);
   const executed = /<dt>executed<\/dt><dd>([^<]*)/.exec(index)?.[1];
-  // Notebooks 01, 03 and 05 were saved with Lab's cell timings (1.5 s per code cell: 7.5 + 6 + 13.5 s), the others without.
-  assert.equal(executed, '2026-12-05T10:00:00.000Z to 2026-12-05T14:00:00.000Z (27 s of notebook time); run in JupyterLab (or another front end) and saved with outputs');
+  // Notebooks 01, 03 and 05 were saved with Lab's cell timings (1.5 s per code cell), the others without.
+  const codeCells = ['01-load', '03-build', '05-train'].map((n) => readNotebook(path.join(PROJECT_ROOT, 'notebooks', `${n}.ipynb`)).cells.filter((c) => c.cell_type === 'code').length);
+  const seconds = 1.5 * codeCells.reduce((a, b) => a + b, 0);
+  assert.equal(executed, `2026-12-05T10:00:00.000Z to 2026-12-05T14:00:00.000Z (${seconds} s of notebook time); run in JupyterLab (or another front end) and saved with outputs`);
   const statuses = [...index.matchAll(/<td>(\d\d-[\w-]+)<\/td><td>([^<]*)<\/td>/g)].map((m) => `${m[1]}: ${m[2]}`);
   assert.deepEqual(statuses, NAMES.map((n) => `${n.replace('.ipynb', '')}: ok`));
   // Lab's recorded cell timings show as each cell's seconds.

@@ -2,6 +2,7 @@
 // plain JS: 32x32 images are tiny, so an inverse-mapped bilinear warp per image costs microseconds and needs no
 // tensors. Deterministic for a seed; shape and 0..255 range preserved.
 import { rng } from '../util/random';
+import { sideOf } from './image-set';
 
 export interface AugmentOptions {
   seed: number;
@@ -30,7 +31,7 @@ function checkBatch(images: Uint8Array, n: number, h: number, w: number): void {
 }
 
 /** Mirror every image left-right (new array). Flipping twice gives back the input. */
-export function flipHorizontal(images: Uint8Array, n: number, h = 32, w = 32): Uint8Array {
+export function flipHorizontal(images: Uint8Array, n: number, h = sideOf(images.length, n), w = h): Uint8Array {
   checkBatch(images, n, h, w);
   const out = new Uint8Array(images.length);
   const row = w * 3;
@@ -57,8 +58,8 @@ function reflect(v: number, size: number): number {
 
 /** Random flip/rotate/stretch/translate per image; seeded; returns a new array of the same shape. */
 export function randomAugment(images: Uint8Array, n: number, opts: AugmentOptions): Uint8Array {
-  const h = opts.h ?? 32;
-  const w = opts.w ?? 32;
+  const h = opts.h ?? sideOf(images.length, n);
+  const w = opts.w ?? h;
   checkBatch(images, n, h, w);
   if (opts.seeds && opts.seeds.length !== n) throw new Error(`randomAugment: ${opts.seeds.length} seeds for ${n} images`);
   const [zMin, zMax] = opts.zoom ?? [1, 1];
@@ -133,7 +134,7 @@ export function parseView(view: string): { kind: 'plain' | 'flip' | 'aug'; k: nu
  * same image always gets the same view whatever batch or order it comes in (the feature cache relies on it).
  * 'plain' returns the input array itself.
  */
-export function applyView(images: Uint8Array, n: number, view: string, h = 32, w = 32): Uint8Array {
+export function applyView(images: Uint8Array, n: number, view: string, h = sideOf(images.length, n), w = h): Uint8Array {
   const { kind, k } = parseView(view);
   checkBatch(images, n, h, w);
   if (kind === 'plain') return images;

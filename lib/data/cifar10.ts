@@ -9,6 +9,7 @@ import { runtimeContext } from '../settings/context';
 import { dataDir, userPath } from '../settings/paths';
 import { rng, shuffle } from '../util/random';
 import { downloadAndExtract } from './download';
+import { classCountOf, ImageSet, imageBytes, sideOfSet } from './image-set';
 
 export const IMAGE_SIZE = 32;
 export const CHANNELS = 3;
@@ -26,14 +27,7 @@ export const ARCHIVE_MD5 = 'c32a1d4ab5d03f1284b67883e8d87530';
 /** In the shared offline copy only test images 0-999 are exact; 1000-9999 were rebuilt from JPEG (see PROVENANCE.md). */
 export const EXACT_TEST_RANGE: readonly [number, number] = [0, 1000];
 
-export interface ImageSet {
-  /** NHWC uint8, n * 32 * 32 * 3. */
-  images: Uint8Array;
-  labels: Uint8Array;
-  n: number;
-  /** Index of each image in its source split (train 0..49999, test 0..9999): traceable back to the files. */
-  indices: Int32Array;
-}
+export type { ImageSet } from './image-set';
 
 export interface Cifar10 {
   train: ImageSet;
@@ -197,17 +191,18 @@ function noDataMessage(why: string): string {
 /** The images at positions `idx` of `set` (indices stay traceable to the source split). */
 export function subset(set: ImageSet, idx: ArrayLike<number>): ImageSet {
   const n = idx.length;
-  const images = new Uint8Array(n * PIXELS_PER_IMAGE);
+  const per = imageBytes(sideOfSet(set));
+  const images = new Uint8Array(n * per);
   const labels = new Uint8Array(n);
   const indices = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const j = idx[i];
     if (!(j >= 0 && j < set.n)) throw new Error(`subset: position ${j} is outside 0..${set.n - 1}`);
-    images.set(set.images.subarray(j * PIXELS_PER_IMAGE, (j + 1) * PIXELS_PER_IMAGE), i * PIXELS_PER_IMAGE);
+    images.set(set.images.subarray(j * per, (j + 1) * per), i * per);
     labels[i] = set.labels[j];
     indices[i] = set.indices[j];
   }
-  return { images, labels, n, indices };
+  return { images, labels, n, indices, ...(set.size !== undefined ? { size: set.size } : {}), ...(set.classes !== undefined ? { classes: set.classes } : {}) };
 }
 
 /**
@@ -217,7 +212,7 @@ export function subset(set: ImageSet, idx: ArrayLike<number>): ImageSet {
 export function stratifiedSample(labels: Uint8Array, positions: ArrayLike<number>, count: number, seed: number): number[] {
   if (!Number.isInteger(count) || count < 0) throw new Error(`sample size ${count} must be a whole number >= 0`);
   if (count > positions.length) throw new Error(`sample size ${count} is larger than the ${positions.length} images available`);
-  const byClass: number[][] = Array.from({ length: NUM_CLASSES }, () => []);
+  const byClass: number[][] = Array.from({ length: classCountOf(labels) }, () => []);
   for (let i = 0; i < positions.length; i++) byClass[labels[positions[i]]].push(positions[i]);
   const total = positions.length;
   const exact = byClass.map((c) => (c.length * count) / (total || 1));
@@ -276,15 +271,15 @@ export function testRange(test: ImageSet, start: number, end: number): ImageSet 
 }
 
 /** Count of images per class. */
-export function classCounts(set: ImageSet): number[] {
-  const counts = new Array(NUM_CLASSES).fill(0);
+export function classCounts(set: ImageSet, classes = classCountOf(set.labels)): number[] {
+  const counts = new Array(classes).fill(0);
   for (let i = 0; i < set.n; i++) counts[set.labels[i]]++;
   return counts;
 }
 
 /** Positions of the first `k` images of each class, class by class (for sample grids). */
-export function firstPerClass(set: ImageSet, k: number): number[] {
-  const byClass: number[][] = Array.from({ length: NUM_CLASSES }, () => []);
+export function firstPerClass(set: ImageSet, k: number, classes = classCountOf(set.labels)): number[] {
+  const byClass: number[][] = Array.from({ length: classes }, () => []);
   for (let i = 0; i < set.n && byClass.some((c) => c.length < k); i++) {
     if (byClass[set.labels[i]].length < k) byClass[set.labels[i]].push(i);
   }

@@ -457,6 +457,14 @@ export async function decodeImageFile(file: string, opts: DecodeOptions): Promis
   } catch (err) {
     throw new Error(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? oneLine(err)})`);
   }
+  return decodeImageBuffer(buf, file, opts);
+}
+
+/** decodeImageFile on bytes already read (`file` names them in errors): the folder dataset hashes them first. */
+export async function decodeImageBuffer(buf: Buffer, file: string, opts: DecodeOptions): Promise<{ pixels: Uint8Array; width: number; height: number; format: ImageFormat }> {
+  const { size } = opts;
+  if (!(Number.isInteger(size) && size >= 1 && size <= 4096)) throw new Error(`decode size ${size}: expected a whole number of pixels, 1-4096`);
+  const limit = opts.maxPixels ?? MAX_IMAGE_PIXELS;
   const kind = sniffImage(buf.subarray(0, SNIFF_BYTES));
   if ('reason' in kind) throw new Error(`${file}: ${kind.reason}`);
   const format = kind.format;
@@ -527,11 +535,11 @@ export async function decodeImages(
   const t0 = Date.now();
   const report: DecodeReport = { decoded: 0, failed: [], seconds: 0 };
   for await (const r of decodeStream(files, opts)) {
-    if (r.ok) {
+    // Narrowed by `in`, not by `ok`: tslab compiles without strictNullChecks, where a boolean discriminant does not narrow.
+    if ('reason' in r) report.failed.push({ path: r.file.path, rel: r.file.rel, reason: r.reason });
+    else {
       report.decoded++;
       await onImage(r);
-    } else {
-      report.failed.push({ path: r.file.path, rel: r.file.rel, reason: r.reason });
     }
   }
   report.seconds = (Date.now() - t0) / 1000;
@@ -570,7 +578,7 @@ export interface SplitPlan {
  * at least one image, keeping at least one for training), seeded, so the same folder always splits the same way.
  * Throws one line naming every class with too few images for the splits asked.
  */
-export function planSplits(items: readonly { label: number; split: SplitName; rel?: string }[], classNames: readonly string[], opts: SplitPlanOptions = {}): SplitPlan {
+export function planSplits(items: readonly { label: number; split: SplitName; rel?: string; key?: string }[], classNames: readonly string[], opts: SplitPlanOptions = {}): SplitPlan {
   const valFraction = opts.valFraction ?? 0.15;
   const testFraction = opts.testFraction ?? 0.15;
   const seed = opts.seed ?? 42;
@@ -612,8 +620,14 @@ export function planSplits(items: readonly { label: number; split: SplitName; re
       else if (t > 1) t--;
       else break;
     }
-    // One generator per class, from the seed and the class name: adding a class never reshuffles the others.
-    const order = shuffle(members.slice(), rng(seed ^ nameSeed(classNames[c])));
+    // Items with a key (the folder dataset's file content hash) are ordered by a seeded hash of it: an image added
+    // later lands at its own place in the order, so the others keep their splits (up to the rounding of the shares)
+    // and the held-out images stay held out. Without keys: one generator per class, from the seed and the class
+    // name, so adding a class never reshuffles the others.
+    const keyed = members.every((i) => items[i].key !== undefined);
+    const order = keyed
+      ? members.map((i) => [crypto.createHash('sha256').update(`${seed}:${items[i].key}`).digest('hex'), i] as const).sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] - y[1])).map((x) => x[1])
+      : shuffle(members.slice(), rng(seed ^ nameSeed(classNames[c])));
     out.val.push(...order.slice(0, v));
     out.test.push(...order.slice(v, v + t));
     out.train.push(...order.slice(v + t));

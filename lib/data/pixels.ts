@@ -68,6 +68,35 @@ export function resizeTo(img: RgbImage, size = 32): Uint8Array {
 }
 
 /**
+ * The image made square the way a folder-trained model's images were (lib/data/image-folder.ts): 'cover' keeps the
+ * centred square of the short side, 'contain' pads the short side with black to the long one (centred). The page
+ * then reduces it with resizeTo; `npm run predict` uses libvips for both steps, so on photos larger than the model's
+ * input the two differ by resampling detail (on images already at its size they agree exactly).
+ */
+export function fitSquare(img: RgbImage, fit: 'cover' | 'contain'): RgbImage {
+  const { width: W, height: H, data } = img;
+  if (W === H) return img;
+  const side = fit === 'cover' ? Math.min(W, H) : Math.max(W, H);
+  const out = new Uint8Array(side * side * 3);
+  // cover: the source offset of the crop; contain: the destination offset of the image (libvips centres both the same way).
+  const ox = Math.floor(Math.abs(W - side) / 2);
+  const oy = Math.floor(Math.abs(H - side) / 2);
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++) {
+      const sx = fit === 'cover' ? x + ox : x - ox;
+      const sy = fit === 'cover' ? y + oy : y - oy;
+      if (sx < 0 || sy < 0 || sx >= W || sy >= H) continue; // padding stays black
+      const s = (sy * W + sx) * 3;
+      const d = (y * side + x) * 3;
+      out[d] = data[s];
+      out[d + 1] = data[s + 1];
+      out[d + 2] = data[s + 2];
+    }
+  }
+  return { width: side, height: side, data: out };
+}
+
+/**
  * The most pixels an image may have before it is decoded: 40 megapixels (a 7,300 x 5,500 photo fits). Decoders
  * allocate width x height x 4 bytes whatever the file's size, so a 746 KB PNG of zeros claiming 16,000 x 16,000
  * pixels took 3.9 GB and 11.7 s to decode. One limit for every format and every entry point (`npm run predict`,

@@ -2,6 +2,7 @@
 // One function for the feature engine and one serialisable layer for the saved end-to-end model, sharing the
 // same arithmetic so both paths give the same features.
 import * as tf from '@tensorflow/tfjs';
+import { sideOf } from './image-set';
 
 /** 160 px: MobileNetV2 features classify CIFAR-10 about as well as at 224, at half the cost. */
 export const DEFAULT_RESOLUTION = 160;
@@ -33,8 +34,8 @@ export function preprocess(images: tf.Tensor4D, resolution: number = DEFAULT_RES
   return resizeNormalize(images, resolution);
 }
 
-/** Pixels of a uint8 NHWC batch of 32x32 images as a float tensor (no copy through int32). */
-export function pixelsToTensor(images: Uint8Array, n: number, h = 32, w = 32): tf.Tensor4D {
+/** Pixels of a uint8 NHWC batch of square images (32x32 CIFAR-10, or a folder's at the backbone's input) as a float tensor (no copy through int32). */
+export function pixelsToTensor(images: Uint8Array, n: number, h = sideOf(images.length, n), w = h): tf.Tensor4D {
   if (images.length !== n * h * w * 3) {
     throw new Error(`pixel buffer has ${images.length} bytes, expected ${n}x${h}x${w}x3 = ${n * h * w * 3}`);
   }

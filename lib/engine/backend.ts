@@ -1,15 +1,21 @@
 // Picks the fastest tfjs backend this machine can run, and says which in one line.
 //
-// Ladder: `tensorflow` (the native addon `npm install` builds against the TensorFlow wheel's libtensorflow, see
-//         lib/engine/native.ts: its CUDA build uses a GPU when one is visible, else TensorFlow's CPU kernels)
+// Ladder: `tensorflow` on a GPU (the native addon `npm install` builds against the TensorFlow wheel's libtensorflow, see
+//         lib/engine/native.ts: its CUDA build uses a GPU when one is visible)
+//       > `webgpu` on a hardware adapter (Dawn's node binding + tfjs-backend-webgpu, lib/engine/webgpu.ts)
+//       > `tensorflow` on the CPU (TensorFlow's CPU kernels, oneDNN)
 //       > `wasm` (SIMD; the .wasm files ship inside the npm package, so it works offline)
 //       > `cpu` (pure JS, ~40x slower than wasm: only ever chosen with a loud warning).
-// `TFJS_BACKEND=tensorflow|wasm|cpu` (`--backend`; the runtime context, lib/settings/context.ts) overrides the ladder. A missing or broken native install
-// (not built, libcudart not found, ABI mismatch...) never crashes anything: we log why and fall back.
+// A software WebGPU adapter (SwiftShader, what a machine without a GPU offers) is never chosen by the ladder: it is
+// slower than wasm. `TFJS_BACKEND=tensorflow|webgpu|wasm|cpu` (`--backend`; the runtime context,
+// lib/settings/context.ts) overrides the ladder; a forced webgpu accepts a software adapter. A missing or broken
+// native install (not built, libcudart not found, ABI mismatch...) or WebGPU stack never crashes anything: we log
+// why and fall back.
 import * as tf from '@tensorflow/tfjs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadNative, NativeBackend } from './native';
+import { AdapterProbe, tryWebgpu } from './webgpu';
 import { BACKEND_NAMES } from '../settings/config';
 import { BackendPreference, runtimeContext } from '../settings/context';
 
@@ -32,6 +38,8 @@ export interface BackendOptions {
   warn?: (line: string) => void;
   /** How to load the native backend; injectable so tests can simulate a missing or broken install. */
   loadNative?: () => unknown;
+  /** How to find and describe the WebGPU adapter; injectable so tests can simulate a software-only or a GPU machine. */
+  probeWebgpu?: AdapterProbe;
 }
 
 const CPU_WARNING =
@@ -94,16 +102,35 @@ async function tryCpu(): Promise<string> {
   return 'cpu (pure JS)';
 }
 
+/** Why a hardware WebGPU adapter beat the native backend (it loaded, but on the CPU). */
+const TF_ON_CPU = 'runs on the CPU here: a hardware WebGPU adapter is faster';
+
+const SOFTWARE_WEBGPU_WARNING =
+  'WARNING: webgpu runs on a software adapter (a CPU rasteriser), far slower than wasm or tensorflow; ' +
+  'and in Node every tensor read must be async (data()/array(): dataSync throws).';
+
+/** Whether the loaded native backend computes on a GPU (tfjs-node's binding says so itself). */
+function nativeUsesGpu(): boolean {
+  const binding = (tf.backend() as any)?.binding;
+  try {
+    return typeof binding?.isUsingGpuDevice === 'function' && binding.isUsingGpuDevice() === true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Why a faster backend is not the one running, worded as information (the fallback is normal on a machine without
  * the native build): "the native TensorFlow backend is not installed: python3 not found on PATH (...)".
  */
 function skipNote(s: { name: BackendName; reason: string }): string {
   if (s.name === 'tensorflow') {
+    if (s.reason === TF_ON_CPU) return `the native TensorFlow backend ${TF_ON_CPU}`;
     const m = /^native TensorFlow (?:is )?not installed[:\s]*(.*)$/.exec(s.reason);
     if (m) return `the native TensorFlow backend is not installed${!m[1] ? '' : m[1].startsWith('(') ? ` ${m[1]}` : `: ${m[1]}`}`;
     return `the native TensorFlow backend did not load: ${s.reason}`;
   }
+  if (s.name === 'webgpu') return `webgpu skipped: ${s.reason}`;
   return `the ${s.name} backend did not start: ${s.reason}`;
 }
 
@@ -112,24 +139,58 @@ async function choose(opts: BackendOptions): Promise<BackendChoice> {
   const warn = opts.warn ?? ((l: string) => console.warn(l));
   const prefer = opts.prefer ?? runtimeContext().backend;
   const load = opts.loadNative ?? (() => loadNative());
+  let webgpuSoftware = false;
   const attempts: Record<BackendName, () => Promise<string>> = {
     tensorflow: () => tryTensorflow(load),
+    // A software adapter only when forced: the ladder would rather run wasm.
+    webgpu: async () => {
+      const adapter = await tryWebgpu({ allowSoftware: prefer === 'webgpu', probe: opts.probeWebgpu });
+      webgpuSoftware = adapter.software;
+      return adapter.text;
+    },
     wasm: tryWasm,
     cpu: tryCpu,
   };
-  const order: BackendName[] = prefer === 'auto' ? [...BACKENDS] : [prefer];
   const skipped: BackendChoice['skipped'] = [];
-  for (const name of order) {
+  const chosen = (name: BackendName, detail: string): BackendChoice => {
+    const why = skipped.map(skipNote).join('; ');
+    const summary = `tfjs backend: ${detail}${prefer !== 'auto' ? ' [forced by TFJS_BACKEND]' : ''}${why ? `; ${why}` : ''}`;
+    log(summary);
+    if (name === 'cpu') warn(CPU_WARNING);
+    if (name === 'webgpu' && webgpuSoftware) warn(SOFTWARE_WEBGPU_WARNING);
+    return { name, summary, skipped };
+  };
+  const attempt = async (name: BackendName): Promise<string | undefined> => {
     try {
       const detail = await attempts[name]();
       await tf.ready();
-      const why = skipped.map(skipNote).join('; ');
-      const summary = `tfjs backend: ${detail}${prefer !== 'auto' ? ' [forced by TFJS_BACKEND]' : ''}${why ? `; ${why}` : ''}`;
-      log(summary);
-      if (name === 'cpu') warn(CPU_WARNING);
-      return { name, summary, skipped };
+      return detail;
     } catch (err) {
       skipped.push({ name, reason: firstLine(err) });
+      return undefined;
+    }
+  };
+
+  if (prefer !== 'auto') {
+    const detail = await attempt(prefer);
+    if (detail !== undefined) return chosen(prefer, detail);
+  } else {
+    // tensorflow on a GPU > webgpu on a hardware adapter > tensorflow on the CPU > wasm > cpu. Loading the native
+    // addon tells us which device it uses; when it is the CPU it stays registered while webgpu is tried.
+    const tfDetail = await attempt('tensorflow');
+    if (tfDetail !== undefined && nativeUsesGpu()) return chosen('tensorflow', tfDetail);
+    const gpuDetail = await attempt('webgpu');
+    if (gpuDetail !== undefined) {
+      if (tfDetail !== undefined) skipped.unshift({ name: 'tensorflow', reason: TF_ON_CPU });
+      return chosen('webgpu', gpuDetail);
+    }
+    if (tfDetail !== undefined && (await tf.setBackend('tensorflow'))) {
+      await tf.ready();
+      return chosen('tensorflow', tfDetail);
+    }
+    for (const name of ['wasm', 'cpu'] as const) {
+      const detail = await attempt(name);
+      if (detail !== undefined) return chosen(name, detail);
     }
   }
   throw new Error(`no tfjs backend could start: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);

@@ -97,10 +97,15 @@ export class GraphBuilder {
     return unique;
   }
 
+  /** Side of each square NHWC placeholder, by tensor name: a resize to the size it already has is left out. */
+  readonly squareSides = new Map<string, number>();
+
   placeholder(name: string, dims: number[]): string {
     const s = this.attr();
     s.setShape(this.shape(dims));
-    return this.op('Placeholder', name, [], { dtype: this.type('float32'), shape: s });
+    const t = this.op('Placeholder', name, [], { dtype: this.type('float32'), shape: s });
+    if (dims.length === 4 && dims[1] > 0 && dims[1] === dims[2]) this.squareSides.set(t, dims[1]);
+    return t;
   }
 
   const(name: string, values: Float32Array | Int32Array, dims: number[]): string {
@@ -210,7 +215,7 @@ function emitLayer(g: GraphBuilder, l: Layer, ins: string[], w: WeightLookup, em
     case 'Dropout':
       return ins[0]; // identity at inference
     case 'ResizeNormalize':
-      return resizeNormalizeOps(g, name, ins[0], c.size);
+      return resizeNormalizeOps(g, name, ins[0], c.size, g.squareSides.get(ins[0]));
     case 'Functional':
     case 'Model':
       return emitNested(l, ins);
@@ -223,10 +228,10 @@ function emitLayer(g: GraphBuilder, l: Layer, ins: string[], w: WeightLookup, em
  * lib/preprocess's arithmetic: x / 127.5 - 1, then bilinear resize with half-pixel centres (Keras'
  * tf.image.resize), skipped when the size is already right.
  */
-function resizeNormalizeOps(g: GraphBuilder, name: string, x: string, size: number): string {
+function resizeNormalizeOps(g: GraphBuilder, name: string, x: string, size: number, inputSide: number | undefined): string {
   const scaled = g.simple('RealDiv', `${name}/div`, [x, g.const(`${name}/127.5`, Float32Array.from([127.5]), [])]);
   const centred = g.simple('Sub', `${name}/sub`, [scaled, g.const(`${name}/one`, Float32Array.from([1]), [])]);
-  if (size === 32) return centred;
+  if (size === inputSide) return centred;
   return g.op('ResizeBilinear', `${name}/resize`, [centred, g.const(`${name}/size`, Int32Array.from([size, size]), [2])], {
     T: g.type('float32'), align_corners: g.bool(false), half_pixel_centers: g.bool(true),
   });
@@ -306,7 +311,7 @@ export function savedModelBytes(spec: GraphSpec): Uint8Array {
   const g = new GraphBuilder();
   const inputShape = spec.inputShape ?? [32, 32, 3];
   const input = g.placeholder(INPUT_NAME, [-1, ...inputShape]);
-  const x = spec.resizeTo ? resizeNormalizeOps(g, 'resize_normalize', input, spec.resizeTo) : input;
+  const x = spec.resizeTo ? resizeNormalizeOps(g, 'resize_normalize', input, spec.resizeTo, inputShape[0] === inputShape[1] ? inputShape[0] : undefined) : input;
   const outs = emitFunctional(g, functionalLayers(spec.topology, 'graph'), [x], weightLookup(spec.weightSpecs, spec.weightData));
   if (outs.length !== 1) throw new Error(`graph: the model has ${outs.length} outputs (one supported)`);
   const output = g.op('Identity', OUTPUT_KEY, [outs[0]], { T: g.type('float32') });

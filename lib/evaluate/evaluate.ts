@@ -22,8 +22,10 @@ export interface ClassMetrics {
 }
 
 export interface TopLoss {
-  /** Index of the image in its source split (train 0..49999 / test 0..9999). */
+  /** Index of the image in its source (CIFAR-10: train 0..49999 / test 0..9999; a folder: its image list). */
   index: number;
+  /** The image's file, relative to the dataset folder (folder datasets). */
+  file?: string;
   trueClass: string;
   predicted: string;
   /** Probability of the predicted class. */
@@ -101,7 +103,7 @@ export function mostConfused(confusion: number[][], classNames: string[], top = 
 }
 
 /** The `top` images with the highest loss (lowest probability on the true class). */
-export function topLosses(probs: Float32Array, labels: Uint8Array, indices: ArrayLike<number>, classNames: string[], top = 10): TopLoss[] {
+export function topLosses(probs: Float32Array, labels: Uint8Array, indices: ArrayLike<number>, classNames: string[], top = 10, files?: readonly string[]): TopLoss[] {
   const k = classNames.length;
   checkProbs(probs, labels.length, k);
   const pred = predictedClasses(probs, k);
@@ -112,6 +114,7 @@ export function topLosses(probs: Float32Array, labels: Uint8Array, indices: Arra
     const pt = probs[i * k + labels[i]];
     return {
       index: indices[i],
+      ...(files ? { file: files[indices[i]] } : {}),
       trueClass: classNames[labels[i]],
       predicted: classNames[pred[i]],
       probability: probs[i * k + pred[i]],
@@ -125,7 +128,7 @@ export function topLosses(probs: Float32Array, labels: Uint8Array, indices: Arra
 export function evaluate(
   probs: Float32Array,
   labels: Uint8Array,
-  opts: { split: string; classNames: string[]; indices?: ArrayLike<number>; topLosses?: number; mostConfused?: number },
+  opts: { split: string; classNames: string[]; indices?: ArrayLike<number>; topLosses?: number; mostConfused?: number; files?: readonly string[] },
 ): Evaluation {
   const k = opts.classNames.length;
   checkProbs(probs, labels.length, k);
@@ -142,7 +145,7 @@ export function evaluate(
     perClass: perClassMetrics(confusion, opts.classNames),
     confusion,
     mostConfused: mostConfused(confusion, opts.classNames, opts.mostConfused ?? 5),
-    topLosses: topLosses(probs, labels, indices, opts.classNames, opts.topLosses ?? 10),
+    topLosses: topLosses(probs, labels, indices, opts.classNames, opts.topLosses ?? 10, opts.files),
   };
 }
 
@@ -184,8 +187,8 @@ export function formatEvaluation(ev: Evaluation, opts: { topLosses?: number } = 
     lines.push('top losses:');
     lines.push(
       formatTable(
-        ['index', 'true', 'predicted', 'p(pred)', 'p(true)'],
-        tl.map((t) => [String(t.index), t.trueClass, t.predicted, t.probability.toFixed(3), t.trueProbability.toFixed(3)]),
+        [tl[0].file !== undefined ? 'file' : 'index', 'true', 'predicted', 'p(pred)', 'p(true)'],
+        tl.map((t) => [t.file ?? String(t.index), t.trueClass, t.predicted, t.probability.toFixed(3), t.trueProbability.toFixed(3)]),
       ),
     );
   }

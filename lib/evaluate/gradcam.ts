@@ -4,7 +4,7 @@
 // class) / dA_k, map = ReLU(sum_k alpha_k A_k), one map per backbone (the gradient reaches each backbone through
 // its own slice of the concatenated features), normalised to [0, 1] by its maximum. Only pooling + head are
 // differentiated (the backbones run forward once), so it works on every backend, wasm included (no conv backprop).
-import { PIXELS_PER_IMAGE } from '../data/cifar10';
+import { imageBytes, sideOf } from '../data/image-set';
 import * as tf from '@tensorflow/tfjs';
 import { BackboneName, BACKBONES } from '../features/backbones';
 import { imageGrid } from './image-grid';
@@ -120,7 +120,7 @@ export function gradCam(opts: {
   }
 }
 
-/** The saved classifier's Grad-CAM maps for uint8 32x32 pixels, per backbone (lib/pipeline loadClassifier). */
+/** The saved classifier's Grad-CAM maps for uint8 pixels at its input size, per backbone (lib/pipeline loadClassifier). */
 export function classifierGradCam(
   clf: { model: tf.LayersModel; head: tf.LayersModel; metadata: Pick<ModelMetadata, 'backbones' | 'resolution'> },
   pixels: Uint8Array,
@@ -128,7 +128,8 @@ export function classifierGradCam(
   classes?: number[],
 ): GradCamResult {
   const backbones = spatialBackbones(clf.model, clf.metadata.backbones);
-  const input = tf.tidy(() => preprocess(pixelsToTensor(pixels.subarray(0, n * PIXELS_PER_IMAGE), n), clf.metadata.resolution));
+  const per = imageBytes(clf.model.inputs[0].shape[1] as number); // the first n images, at the model's input size
+  const input = tf.tidy(() => preprocess(pixelsToTensor(pixels.subarray(0, n * per), n), clf.metadata.resolution));
   try {
     return gradCam({ backbones, logits: headLogits(clf.head), input, classes });
   } finally {
@@ -167,17 +168,17 @@ export function jet(t: number): [number, number, number] {
 }
 
 /**
- * One 32x32 RGB image upsized to `size` (nearest neighbour, as the other galleries) with `cam` ([h, w] in [0, 1])
+ * One square RGB image (side `side`, default 32) resized to `size` (nearest neighbour, as the other galleries) with `cam` ([h, w] in [0, 1])
  * upsampled bilinearly and blended over it in jet colours: opacity grows with the heat, so cold regions keep the
  * image visible and hot ones turn red.
  */
-export function overlay(image: Uint8Array, cam: ArrayLike<number> | undefined, h: number, w: number, size: number): Uint8Array {
+export function overlay(image: Uint8Array, cam: ArrayLike<number> | undefined, h: number, w: number, size: number, side = sideOf(image.length, 1)): Uint8Array {
   const heat = cam ? upsample(cam, h, w, size, size) : undefined;
   const out = new Uint8Array(size * size * 3);
   for (let y = 0; y < size; y++) {
-    const sy = Math.floor((y * 32) / size);
+    const sy = Math.floor((y * side) / size);
     for (let x = 0; x < size; x++) {
-      const src = (sy * 32 + Math.floor((x * 32) / size)) * 3;
+      const src = (sy * side + Math.floor((x * side) / size)) * 3;
       const o = (y * size + x) * 3;
       if (!heat) {
         out.set(image.subarray(src, src + 3), o);
@@ -202,15 +203,16 @@ const SHORT: Record<string, string> = { 'mobilenet_v1_0.75': 'V1', mobilenet_v2:
 export function gradCamGrid(
   pixels: Uint8Array,
   cams: GradCamResult,
-  opts: { classNames: string[]; captions?: string[]; size?: number; perRow?: number },
+  opts: { classNames: string[]; captions?: string[]; size?: number; perRow?: number; imageSize?: number },
 ): Buffer {
   const { n, maps } = cams;
   const size = opts.size ?? 128;
   const per = 1 + maps.length;
   const tiles = new Uint8Array(n * per * size * size * 3);
+  const perImage = imageBytes(opts.imageSize ?? sideOf(pixels.length, n));
   const labels: string[] = [];
   for (let i = 0; i < n; i++) {
-    const img = pixels.subarray(i * PIXELS_PER_IMAGE, (i + 1) * PIXELS_PER_IMAGE);
+    const img = pixels.subarray(i * perImage, (i + 1) * perImage);
     const cls = opts.classNames[cams.classes[i]] ?? String(cams.classes[i]);
     tiles.set(overlay(img, undefined, 0, 0, size), i * per * size * size * 3);
     labels.push(opts.captions?.[i] ?? '');

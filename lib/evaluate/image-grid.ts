@@ -2,6 +2,9 @@
 // upscaling so 32x32 pixels stay crisp, optional captions in a built-in 5x7 pixel font (no font files needed).
 import { PNG } from 'pngjs';
 import { displayBundle } from '../jupyter/notebook';
+import { resizeTo } from '../data/pixels';
+import { firstPerClass, subset } from '../data/cifar10';
+import { ImageSet, sideOfSet } from '../data/image-set';
 
 // A 5x7 pixel font (upper and lower case, digits, punctuation), as seven 5-pixel rows, '#' = ink; g j p q y have an
 // eighth row below the baseline. Drawn at 2x on tiles of 64 px and more: 14-pixel capitals, readable at a glance.
@@ -179,3 +182,29 @@ export function imageGrid(images: Uint8Array, n: number, opts: ImageGridOptions)
 export function showPng(png: Buffer | Uint8Array): void {
   displayBundle({ 'image/png': Buffer.from(png).toString('base64'), 'text/plain': `<PNG image, ${png.length} bytes>` });
 }
+
+/** Each of `n` square images (side `side`) reduced to `to` px by area averaging (as lib/data/pixels.ts resizeTo). */
+export function thumbnails(images: Uint8Array, n: number, side: number, to: number): Uint8Array {
+  if (to >= side) return images.subarray(0, n * side * side * 3);
+  const out = new Uint8Array(n * to * to * 3);
+  const per = side * side * 3;
+  for (let i = 0; i < n; i++) out.set(resizeTo({ width: side, height: side, data: images.subarray(i * per, (i + 1) * per) }, to), i * to * to * 3);
+  return out;
+}
+
+/**
+ * The first `perClass` images of each class of `set` as one grid, a row per class named by its first tile: CIFAR-10's
+ * 32 px images enlarged 3x, a folder's (at the backbone's input) reduced to 64 px thumbnails.
+ */
+export function sampleGrid(set: ImageSet, classNames: string[], perClass: number): Buffer {
+  const positions = firstPerClass(set, perClass, classNames.length);
+  if (!positions.length) throw new Error('sampleGrid: the set has no images');
+  const side = sideOfSet(set);
+  const picked = subset(set, positions);
+  const tile = Math.min(side, 64);
+  return imageGrid(thumbnails(picked.images, picked.n, side, tile), picked.n, {
+    h: tile, w: tile, cols: perClass, scale: side <= 32 ? 3 : 1,
+    labels: positions.map((_, i) => (i === 0 || picked.labels[i] !== picked.labels[i - 1] ? classNames[picked.labels[i]] : '')),
+  });
+}
+

@@ -8,7 +8,7 @@ import { displayBundle, inNotebook } from '../jupyter/notebook';
 import { Figure, PLOTLY_MIME, figureHtml, figureTitle } from './plotly-html';
 
 export type { Figure } from './plotly-html';
-export { imageGrid, showPng } from './image-grid';
+export { imageGrid, sampleGrid, showPng, thumbnails } from './image-grid';
 export type { ImageGridOptions } from './image-grid';
 
 type Num = ArrayLike<number>;

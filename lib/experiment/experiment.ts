@@ -1,6 +1,6 @@
 // The experiment as named steps — the one sequence behind `npm start`, `npm run regimes` and notebooks 02-06:
 //
-//   openExperiment  settings checked, backend, CIFAR-10, the splits
+//   openExperiment  settings checked, backend, the dataset (CIFAR-10 or your folder), the splits
 //   chooseRegime    which blocks of each backbone learn (given, or the best that fits the time budget, remembered)
 //   cacheData       what the regime trains on, computed once and cached: pooled features, or activations at the cut
 //   chooseRates     the head's learning rate and dropout (the seed's 4 x 2 sweep for the frozen regime)
@@ -16,7 +16,7 @@ import { resolveTrunkPrecision } from '../engine/train-graph';
 import { backboneArtifacts, BackboneName } from '../features/backbones';
 import { groupsAbove } from '../model/trunk';
 import { LabeledFeatures } from '../features/labeled-features';
-import { Cifar10, loadCifar10 } from '../data/cifar10';
+import { Dataset, datasetRecord, describeSplits, isCifar10, loadDataset } from '../data/dataset';
 import { newModelId, promote, Promotion, regimeSlug } from '../model/registry';
 import { DEFAULT_TRAIN } from '../train/head-trainer';
 import { FineTuneSet, fineTuneBackendError, resolveFineTuneConfig } from '../train/finetune';
@@ -47,7 +47,7 @@ export interface Experiment {
   /** Where each non-default setting came from ("--epochs", "EPOCHS"), for messages. */
   sources: Sources;
   backend: BackendChoice;
-  data: Cifar10;
+  data: Dataset;
   splits: Splits;
   features: FeatureOptions;
   /** Views extracted for evaluation: plain, plus flip with TTA. */
@@ -76,7 +76,7 @@ export interface Regime {
 export const isFineTuning = (r: Pick<Regime, 'blocks'>): boolean => r.blocks.some((k) => k > 0);
 
 /**
- * Check the settings, start the backend, load CIFAR-10 and make the splits. Everything a setting can get wrong
+ * Check the settings, start the backend, load the dataset and make the splits. Everything a setting can get wrong
  * (an unwritable model folder, blocks the backend cannot train, a block count beyond a backbone) stops here, before
  * any data is loaded: a bad value costs a second, not a finished training.
  */
@@ -109,16 +109,17 @@ export async function openExperiment(settings: ExperimentConfig, opts: { sources
     if (why) throw new Error(why);
     await cutsFor(p.backbones, p.trainableBlocks); // a block count beyond the backbone's says so now
   }
-  const data = await timed('load CIFAR-10', () => loadCifar10());
+  const data = await timed(isCifar10(p.dataset) ? 'load CIFAR-10' : 'load images', () => loadDataset(p, { log, where: sources.dataset ?? '--dataset' }));
   const splits = experimentSplits(data, p);
   // A limit beyond the data is obeyed as "all", and said.
   const caps: [number, number, string][] = [[p.trainLimit, splits.train.n, 'train-limit'], [p.valLimit, splits.val.n, 'val-limit'], [p.testLimit, splits.testFull.n, 'test-limit']];
   for (const [limit, n, flag] of caps) if (limit > n) log(`note: --${flag} ${limit} is more than the ${n} images there are: using all ${n}`);
   log(
-    `data: train ${splits.train.n}, validation ${splits.val.n} (from the training set), test ${splits.testFull.n} ` +
-      `(exact 0-999: ${splits.testExact.n}); backbones ${p.backbones.join('+')} @ ${p.resolution}px; train views ${sources.views ? p.views.join(',') : `${FINE_TUNE_VIEWS.join(',')} fine-tuning, ${p.views.join(',')} frozen`}; TTA ${p.tta ? 'on' : 'off'}`,
+    `data: ${describeSplits(data, splits)}; backbones ${p.backbones.join('+')} @ ${p.resolution}px; train views ${sources.views ? p.views.join(',') : `${FINE_TUNE_VIEWS.join(',')} fine-tuning, ${p.views.join(',')} frozen`}; TTA ${p.tta ? 'on' : 'off'}`,
   );
-  return { settings: p, sources, backend, data, splits, features: featureOptions(p), evalViews: evalViews(p.tta), models, startedAt, timings, log, timed };
+  // A folder is recorded by its absolute path: the saved model and notebook 06 find it from any working folder.
+  const resolved = data.kind === 'folder' ? { ...p, dataset: data.root } : p;
+  return { settings: resolved, sources, backend, data, splits, features: featureOptions(p), evalViews: evalViews(p.tta), models, startedAt, timings, log, timed };
 }
 
 /** The training views of a regime: --views when given, else plain+flip for fine-tuning and --views' default frozen. */
@@ -147,7 +148,8 @@ export async function chooseRegime(exp: Experiment): Promise<Regime> {
       train: splits.train.n, val: splits.val.n, test: splits.testFull.n, trainViews: views.length, evalViews: exp.evalViews.length,
       epochs: p.fineTuneEpochs, batchSize: p.fineTuneBatchSize, trunkPrecision: resolveTrunkPrecision(p.trunkPrecision),
     };
-    const key = JSON.stringify({ backbones, resolution: p.resolution, ...work, views, budget: p.budgetMinutes, backend: exp.backend.name });
+    const dataset = isCifar10(p.dataset) ? {} : { dataset: exp.data.kind === 'folder' ? exp.data.root : p.dataset, fit: p.fit };
+    const key = JSON.stringify({ backbones, resolution: p.resolution, ...work, views, budget: p.budgetMinutes, backend: exp.backend.name, ...dataset });
     const earlier = rememberedChoice(key);
     if (earlier) {
       regime = await make(earlier.blocks, `auto: chosen ${earlier.at} for these settings — estimates then ${earlier.estimates}; delete ${choiceFile()} to measure again`);
@@ -179,12 +181,16 @@ export type RegimeData =
 export async function cacheData(exp: Experiment, regime: Regime, opts: { signal?: AbortSignal } = {}): Promise<RegimeData> {
   const { splits, timed } = exp;
   const ev = exp.evalViews;
-  const fo = { ...exp.features, signal: opts.signal };
+  const tally = { computed: 0, cached: 0 };
+  const fo = { ...exp.features, signal: opts.signal, tally };
   const tv = regime.trainViews;
+  // One line whatever happened: a warm run says it read everything, a grown folder says it computed only the new images.
+  const said = () => exp.log(`${isFineTuning(regime) ? 'cached data' : 'features'}: ${tally.computed.toLocaleString('en')} image-views computed now, ${tally.cached.toLocaleString('en')} read from the cache (each backbone and view counts)`);
   if (!isFineTuning(regime)) {
     const train = await timed(`features train (${tv.join(',')})`, () => featuresFor(splits.train, tv, fo));
     const val = await timed(`features validation (${ev.join('+')})`, () => featuresFor(splits.val, ev, fo));
     const test = await timed(`features test (${ev.join('+')})`, () => featuresFor(splits.testFull, ev, fo));
+    said();
     return { kind: 'frozen', regime, train, val, test };
   }
   const backbones = exp.settings.backbones;
@@ -192,6 +198,7 @@ export async function cacheData(exp: Experiment, regime: Regime, opts: { signal?
   const train = await timed(`cached data train (${tv.join(',')})`, () => fineTuneDataFor(splits.train, tv, regime.cuts, backbones, fo));
   const val = await timed(`cached data validation (${ev.join('+')})`, () => fineTuneDataFor(splits.val, ev, regime.cuts, backbones, fo));
   const test = await timed(`cached data test (${ev.join('+')})`, () => fineTuneDataFor(splits.testFull, ev, regime.cuts, backbones, fo));
+  said();
   return { kind: 'fine-tune', regime, train, val, test };
 }
 
@@ -379,7 +386,7 @@ export async function save(exp: Experiment, trained: Trained, evaluated: Evaluat
   const saved = await exp.timed('assemble + check + save model', async () =>
     saveClassifier({
       head: trained.head, params: { ...p, views: trained.regime.trainViews }, splits: exp.splits, test: evaluated.test, evals: evaluated.evals,
-      training: trained.training, runId: trained.runId, dir, regime: regimeRecord(exp, trained),
+      training: trained.training, runId: trained.runId, dir, regime: regimeRecord(exp, trained), dataset: datasetRecord(exp.data),
       backboneWeights: trained.backboneWeights ? await trained.backboneWeights() : undefined,
     }),
   );

@@ -6,7 +6,9 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { AUG_VIEW_OPTIONS, AugmentOptions, randomAugment } from '../data/augment';
 import { BackboneName, loadBackbone } from '../features/backbones';
-import { Cifar10, EXACT_TEST_RANGE, ImageSet, PIXELS_PER_IMAGE, splitTrainVal, stratifiedSample, testRange } from '../data/cifar10';
+import { Cifar10, EXACT_TEST_RANGE, ImageSet, stratifiedSample } from '../data/cifar10';
+import { Dataset, datasetSplits, Splits } from '../data/dataset';
+import { CIFAR_SIDE, imageBytes } from '../data/image-set';
 import { evaluate, Evaluation, predictFeatures, predictFeaturesTTA, SPLIT_LABELS } from '../evaluate/evaluate';
 import { extractFeatures } from '../features/features';
 import { assembleModel, buildHead, gitCommit, headConfigOf, headWeights, loadModel, ModelMetadata, predictPixels, saveModel, setHeadWeights } from '../model/classifier';
@@ -17,40 +19,8 @@ import { concatFeatures, LabeledFeatures, subsetFeatures } from '../features/lab
 import { SEED_SWEEP, sweep, SweepResult } from '../train/sweep';
 import { trainHead, TrainOptions, TrainResult } from '../train/training-loop';
 
-export interface Splits {
-  classNames: string[];
-  /** Training images minus the validation split. */
-  train: ImageSet;
-  /** Held out of the TRAINING set (stratified, seeded): model selection never sees test images. */
-  val: ImageSet;
-  /** Test images 0-999: exact in the shared copy — the headline test figure. */
-  testExact: ImageSet;
-  /** The whole test set (images 1000-9999 JPEG-rebuilt in the shared copy), or its first `testLimit` images. */
-  testFull: ImageSet;
-}
-
-export interface SplitLimits {
-  /** Stratified caps for smoke runs (0/undefined = all). */
-  trainLimit?: number;
-  valLimit?: number;
-  /** First N test images (0/undefined = all 10,000). */
-  testLimit?: number;
-  valSize?: number;
-  seed?: number;
-}
-
-export function makeSplits(data: Cifar10, limits: SplitLimits = {}): Splits {
-  const { train, val } = splitTrainVal(data.train, {
-    valSize: limits.valSize,
-    seed: limits.seed,
-    trainLimit: limits.trainLimit,
-    valLimit: limits.valLimit,
-  });
-  const nTest = limits.testLimit ? Math.min(limits.testLimit, data.test.n) : data.test.n;
-  const testFull = nTest === data.test.n ? data.test : testRange(data.test, 0, nTest);
-  const testExact = testRange(data.test, EXACT_TEST_RANGE[0], Math.min(EXACT_TEST_RANGE[1], nTest));
-  return { classNames: data.classNames, train, val, testExact, testFull };
-}
+export type { Splits, SplitLimits } from '../data/dataset';
+export { makeSplits } from '../data/dataset';
 
 export interface FeatureOptions {
   backbones: BackboneName[];
@@ -60,6 +30,8 @@ export interface FeatureOptions {
   cacheDir?: string;
   cache?: boolean;
   progress?: boolean | ProgressSink;
+  /** Adds up, per backbone and view, the images computed now and those read from the cache (the run says both). */
+  tally?: { computed: number; cached: number };
 }
 
 /** Features of `set` for each view, each view the column-wise concatenation of the backbones' features. */
@@ -83,11 +55,17 @@ export async function featuresFor(set: ImageSet, views: string[], opts: FeatureO
         }),
       );
     }
+    for (const p of parts) {
+      if (opts.tally && p.stats) {
+        opts.tally.computed += p.stats.computed;
+        opts.tally.cached += p.stats.cached;
+      }
+    }
     const f = concatFeatures(parts);
     out.push(f.data);
     dim = f.dim;
   }
-  return { views: out, labels: set.labels, n: set.n, dim };
+  return { views: out, labels: set.labels, n: set.n, dim, ...(set.classes !== undefined ? { classes: set.classes } : {}) };
 }
 
 export interface EndToEndOptions extends FeatureOptions {
@@ -145,8 +123,8 @@ export function featureOptions(p: Pick<ExperimentParams, 'backbones' | 'resoluti
 }
 
 /** The splits of one experiment (validation carved from the training set with the fixed split seed). */
-export function experimentSplits(data: Cifar10, p: Pick<ExperimentParams, 'trainLimit' | 'valLimit' | 'testLimit' | 'splitSeed'>): Splits {
-  return makeSplits(data, { trainLimit: p.trainLimit, valLimit: p.valLimit, testLimit: p.testLimit, seed: p.splitSeed });
+export function experimentSplits(data: Dataset | Cifar10, p: Pick<ExperimentParams, 'trainLimit' | 'valLimit' | 'testLimit' | 'splitSeed'>): Splits {
+  return datasetSplits(data, { trainLimit: p.trainLimit, valLimit: p.valLimit, testLimit: p.testLimit, seed: p.splitSeed });
 }
 
 /** Views to extract for evaluation: plain, plus flip when TTA is on. */
@@ -184,7 +162,7 @@ export interface Evaluations {
 export function evaluateSplits(probs: { val: SplitProbabilities; test: SplitProbabilities }, splits: Splits): Evaluations {
   const k = splits.classNames.length;
   const one = (label: string, p: SplitProbabilities, set: ImageSet, rows: number): SplitEvaluation => {
-    const opts = { split: label, classNames: splits.classNames, indices: set.indices };
+    const opts = { split: label, classNames: splits.classNames, indices: set.indices, files: splits.files };
     return {
       label,
       plain: evaluate(p.plain.subarray(0, rows * k), set.labels, opts),
@@ -192,7 +170,7 @@ export function evaluateSplits(probs: { val: SplitProbabilities; test: SplitProb
     };
   };
   const validation = one(SPLIT_LABELS.validation, probs.val, splits.val, splits.val.n);
-  const testExact = one(SPLIT_LABELS.exactTest, probs.test, splits.testExact, splits.testExact.n);
+  const testExact = one(splits.testLabel ?? SPLIT_LABELS.exactTest, probs.test, splits.testExact, splits.testExact.n);
   // Beyond the exact images only when the test set reaches past them (a smoke run may stop at image 999).
   let testFull: SplitEvaluation | undefined;
   if (splits.testFull.n > splits.testExact.n) {
@@ -252,6 +230,8 @@ export async function saveClassifier(opts: {
   backboneWeights?: Partial<Record<BackboneName, Map<string, Float32Array>>>;
   /** What the metadata records about the regime (fine-tuning: blocks, cuts, rates). */
   regime?: Record<string, unknown>;
+  /** What it was trained on (absent: CIFAR-10). */
+  dataset?: ModelMetadata['dataset'];
 }): Promise<{ dir: string; maxDiff: number }> {
   const backbones = [...opts.params.backbones];
   const target = opts.dir;
@@ -259,11 +239,14 @@ export async function saveClassifier(opts: {
   const staging = path.join(target, `.staging-${process.pid}-${Date.now()}`);
   const tuned = opts.backboneWeights;
   const loaded = tuned ? await Promise.all(backbones.map((b) => loadBackbone(b, { replace: tuned[b] }))) : undefined;
-  const model = await assembleModel({ backbones, resolution: opts.params.resolution, head: opts.head, loaded });
+  const imageSize = opts.splits.testExact.size ?? CIFAR_SIDE;
+  const model = await assembleModel({ backbones, resolution: opts.params.resolution, head: opts.head, loaded, imageSize });
   const meta: ModelMetadata = {
     backbones,
     resolution: opts.params.resolution,
     classNames: opts.splits.classNames,
+    ...(imageSize !== CIFAR_SIDE ? { imageSize } : {}),
+    dataset: opts.dataset ?? { kind: 'cifar10', name: 'CIFAR-10' },
     head: headConfigOf(opts.head),
     metrics: metricsOf(opts.evals),
     date: new Date().toISOString(),
@@ -289,7 +272,7 @@ export async function saveClassifier(opts: {
   try {
     const { model: saved } = await loadModel(staging);
     const k = Math.min(16, opts.splits.testExact.n);
-    const viaModel = predictPixels(saved, opts.splits.testExact.images.subarray(0, k * PIXELS_PER_IMAGE), k);
+    const viaModel = predictPixels(saved, opts.splits.testExact.images.subarray(0, k * imageBytes(imageSize)), k);
     saved.dispose();
     const viaHead = predictFeatures(opts.head, opts.test.views[0].subarray(0, k * opts.test.dim), k, opts.test.dim);
     let maxDiff = 0;
@@ -335,11 +318,11 @@ export interface RegimeComparison {
  * runs go to the experiment log.
  */
 export async function compareRegimes(
-  data: Cifar10,
+  data: Dataset | Cifar10,
   p: Pick<ExperimentParams, 'backbones' | 'resolution' | 'views' | 'splitSeed' | 'seed'>,
   opts: { images: number; valImages?: number; epochs: number; config?: Partial<TrainConfig> },
 ): Promise<RegimeComparison> {
-  const small = makeSplits(data, { trainLimit: opts.images, valLimit: opts.valImages ?? 1000, seed: p.splitSeed });
+  const small = datasetSplits(data, { trainLimit: opts.images, valLimit: opts.valImages ?? 1000, seed: p.splitSeed });
   const fo = featureOptions(p);
   const cfg: Partial<TrainConfig> = { ...opts.config, epochs: opts.epochs, patience: 0, seed: p.seed };
   const val = await featuresFor(small.val, ['plain'], fo);

@@ -16,11 +16,12 @@ import { loadFineTuned, storeFineTuned } from '../train/finetune-cache';
 import { FineTuneConfig, FineTunePart, FineTuneSet, FineTuneTrainer, fineTuneBackendError, fineTuneSet, resolveFineTuneConfig } from '../train/finetune';
 import { TrunkPrecision } from '../engine/train-graph';
 import { weightLookup } from '../engine/graph';
-import { columnStats, LabeledFeatures } from '../features/labeled-features';
+import { classesOf, columnStats, LabeledFeatures } from '../features/labeled-features';
 import { percent } from '../util/format';
 import { FeatureOptions } from './pipeline';
 import { fit, TrainOptions, TrainResult } from '../train/training-loop';
 import { cutLayer, Trunk } from '../model/trunk';
+import { imageBytes, sideOfSet } from '../data/image-set';
 
 /** Trainable blocks per backbone (backbones order) -> the cut layer of each (null = frozen, pooled features). */
 export async function cutsFor(backbones: BackboneName[], blocks: number[], backbonesDir?: string): Promise<(string | null)[]> {
@@ -47,9 +48,13 @@ export async function fineTuneDataFor(set: ImageSet, views: string[], cuts: (str
       const f = await extractFeatures(set, { backbone, resolution: opts.resolution, view, workers: opts.workers, backbonesDir: opts.backbonesDir, cacheDir: opts.cacheDir, cache: opts.cache, progress: opts.progress, signal: opts.signal, cut });
       out.push(f.data);
       dim = f.dim;
+      if (opts.tally && f.stats) {
+        opts.tally.computed += f.stats.computed;
+        opts.tally.cached += f.stats.cached;
+      }
     }
     const shape = cut ? await cutShapeOf(backbone, cut, opts.resolution, opts.backbonesDir) : [dim];
-    parts.push({ backbone, cut: cut ?? null, shape, data: { views: out, labels: set.labels, n: set.n, dim } });
+    parts.push({ backbone, cut: cut ?? null, shape, data: { views: out, labels: set.labels, n: set.n, dim, ...(set.classes !== undefined ? { classes: set.classes } : {}) } });
   }
   return fineTuneSet(parts);
 }
@@ -88,15 +93,15 @@ export async function fineTune(
   const hit = opts.cache && !opts.cache.retrain ? loadFineTuned(opts.cache.root, opts.cache.key, log) : null;
   let trainer: FineTuneTrainer;
   if (hit) {
-    trainer = await new FineTuneTrainer(trunks, shapes, dims, cfg).prepare();
+    trainer = await new FineTuneTrainer(trunks, shapes, dims, cfg, undefined, undefined, classesOf(train.parts[0].data)).prepare();
     trainer.setWeights(hit.weights);
     tf.dispose(hit.weights);
   } else {
     // BN's moving statistics start at the initial features' (on validation: a forward pass of 5,000, not 90,000).
-    const probe = await new FineTuneTrainer(trunks, shapes, dims, cfg).prepare();
+    const probe = await new FineTuneTrainer(trunks, shapes, dims, cfg, undefined, undefined, classesOf(train.parts[0].data)).prepare();
     const init = columnStats(probe.pooledFeatures({ ...val, views: 1 }));
     probe.disposeOwn();
-    trainer = await new FineTuneTrainer(trunks, shapes, dims, cfg, init).prepare();
+    trainer = await new FineTuneTrainer(trunks, shapes, dims, cfg, init, undefined, classesOf(train.parts[0].data)).prepare();
   }
   const summary = (s: FineTuneSet) => ({ n: s.n, dim: trainer.dim, views: s.views });
   const label = opts.label ?? `fine-tune ${train.parts.filter((p) => p.cut).map((p) => `${p.backbone} from ${p.cut}`).join(', ')}`;
@@ -205,7 +210,7 @@ export async function estimateSeconds(
   const cuts = await cutsFor(backbones, blocks, opts.backbonesDir);
   // 256 images (4 batches): one batch alone over-weights the per-call overheads (measured ~25% high).
   const n = Math.min(256, sample.n);
-  const probe = { images: sample.images.subarray(0, n * 3072), n };
+  const probe = { images: sample.images.subarray(0, n * imageBytes(sideOfSet(sample))), n };
   let seconds = 0;
   const perBackbone = w.train * w.trainViews + (w.val + w.test) * w.evalViews;
   for (const [i, backbone] of backbones.entries()) {

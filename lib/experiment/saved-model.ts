@@ -4,10 +4,12 @@
 // evaluation goes through the model itself, pixels -> probabilities, so a fine-tuned model is never scored on a
 // frozen backbone's features.
 import * as tf from '@tensorflow/tfjs';
-import { Cifar10, PIXELS_PER_IMAGE } from '../data/cifar10';
+import { imageBytes, sideOf } from '../data/image-set';
+import type { Cifar10 } from '../data/cifar10';
+import type { Dataset } from '../data/dataset';
 import { flipHorizontal } from '../data/augment';
 import { mapRowBatches } from '../engine/batches';
-import { HEAD_LAYER_NAMES, ModelMetadata, predictPixels } from '../model/classifier';
+import { HEAD_LAYER_NAMES, imageSizeOf, ModelMetadata, predictPixels } from '../model/classifier';
 import { ModelRef, resolveModel } from '../model/registry';
 import { ExperimentConfig } from '../settings/config';
 import { modelsDir } from '../settings/paths';
@@ -37,12 +39,13 @@ export async function loadSavedModel(s: Pick<ExperimentConfig, 'models' | 'model
   const val = metadata.metrics?.['validation + TTA'] ?? metadata.metrics?.validation;
   const line = `loaded model ${ref.id} (${ref.via === 'current' ? 'the current model' : ref.via === 'id' ? 'by id' : 'a folder'}) from ${ref.dir}: ` +
     `${savedRegime(metadata).name}, ${metadata.backbones.join(' + ')} @ ${metadata.resolution}px, ${metadata.classNames.length} classes` +
+    `${metadata.dataset?.kind === 'folder' ? ` of ${metadata.dataset.name} (${metadata.classNames.slice(0, 6).join(', ')}${metadata.classNames.length > 6 ? ', …' : ''}; ${imageSizeOf(metadata)}x${imageSizeOf(metadata)} ${metadata.dataset.fit ?? 'cover'})` : ''}` +
     `${val !== undefined ? `, validation ${percent(val)} when saved` : ''}; trained ${metadata.date}${metadata.runId ? `, run ${metadata.runId}` : ''}`;
   return { model, head, metadata, ref, line };
 }
 
 /** The data settings a model was trained and judged with (its limits and split seed), from its metadata. */
-const DATA_KEYS = ['trainLimit', 'valLimit', 'testLimit', 'splitSeed', 'backbones', 'resolution', 'tta'] as const;
+const DATA_KEYS = ['dataset', 'fit', 'valFraction', 'testFraction', 'trainLimit', 'valLimit', 'testLimit', 'splitSeed', 'backbones', 'resolution', 'tta'] as const;
 
 /**
  * The settings to judge a saved model with: `settings`, with the data settings the model recorded taking their
@@ -62,7 +65,7 @@ export function settingsOfModel<T extends Pick<ExperimentConfig, (typeof DATA_KE
 }
 
 /** The splits a saved model is judged on: made from its own recorded limits and split seed. */
-export function splitsOfModel(data: Cifar10, s: Pick<ExperimentConfig, 'trainLimit' | 'valLimit' | 'testLimit' | 'splitSeed'>): Splits {
+export function splitsOfModel(data: Dataset | Cifar10, s: Pick<ExperimentConfig, 'trainLimit' | 'valLimit' | 'testLimit' | 'splitSeed'>): Splits {
   return experimentSplits(data, s);
 }
 
@@ -71,7 +74,7 @@ export function modelProbabilities(model: tf.LayersModel, images: Uint8Array, n:
   const plain = predictPixels(model, images, n);
   bar?.tick(n);
   if (!tta) return { plain };
-  const flipped = predictPixels(model, flipHorizontal(images.subarray(0, n * PIXELS_PER_IMAGE), n), n);
+  const flipped = predictPixels(model, flipHorizontal(images.subarray(0, n * imageBytes(model.inputs[0].shape[1] as number)), n), n);
   bar?.tick(n);
   const avg = new Float32Array(plain.length);
   for (let i = 0; i < avg.length; i++) avg[i] = (plain[i] + flipped[i]) / 2;
@@ -116,8 +119,10 @@ export function modelFeatures(model: tf.LayersModel, images: Uint8Array, n: numb
   const input = model.getLayer(HEAD_LAYER_NAMES[0]).input as tf.SymbolicTensor;
   const sub = tf.model({ inputs: model.inputs, outputs: input });
   const dim = input.shape[input.shape.length - 1] as number;
+  const side = sideOf(images.length, n, 'modelFeatures: images');
+  const per = imageBytes(side);
   const data = mapRowBatches(n, 32, dim, (s, m) =>
-    sub.predict(tf.tensor4d(Float32Array.from(images.subarray(s * PIXELS_PER_IMAGE, (s + m) * PIXELS_PER_IMAGE)), [m, 32, 32, 3])) as tf.Tensor,
+    sub.predict(tf.tensor4d(Float32Array.from(images.subarray(s * per, (s + m) * per)), [m, side, side, 3])) as tf.Tensor,
   );
   return { data, dim };
 }

@@ -10,6 +10,7 @@ import { initBackend } from '../engine/backend';
 import { ensureSavedModel, FrozenGraph, loadFrozenGraph } from '../engine/graph';
 import { dataDir } from '../settings/paths';
 import { pixelsToTensor, preprocess } from '../data/preprocess';
+import { CIFAR_SIDE, sideOf } from '../data/image-set';
 
 export interface BatchTask {
   backbone: BackboneName;
@@ -19,7 +20,7 @@ export interface BatchTask {
   resolution: number;
   view: string;
   n: number;
-  /** n x 32 x 32 x 3 uint8 (transferred, not copied, to the worker). */
+  /** n x size x size x 3 uint8 (transferred, not copied, to the worker). */
   pixels: Uint8Array;
   /** Output the activation of this layer (flattened) instead of the pooled features. */
   cut?: string;
@@ -48,12 +49,12 @@ export function getExtractor(backbone: BackboneName, weights: string, backbonesD
 const graphs = new Map<string, Promise<FrozenGraph>>();
 
 /** The backbone (resize + normalise + folded net + pooling) as a frozen TF graph, written once per weights hash. */
-export function getFeatureGraph(backbone: BackboneName, weights: string, resolution: number, backbonesDir?: string, cut?: string): Promise<FrozenGraph> {
-  const key = `${backbone}|${weights}|${resolution}|${backbonesDir ?? ''}|${cut ?? ''}`;
+export function getFeatureGraph(backbone: BackboneName, weights: string, resolution: number, backbonesDir?: string, cut?: string, inputSide = CIFAR_SIDE): Promise<FrozenGraph> {
+  const key = `${backbone}|${weights}|${resolution}|${backbonesDir ?? ''}|${cut ?? ''}|${inputSide}`;
   let p = graphs.get(key);
   if (!p) {
     p = artifactsFor(backbone, backbonesDir, cut).then((a) =>
-      loadFrozenGraph(ensureSavedModel({ ...a, resizeTo: resolution }, dataDir('cache', 'graphs'), `${backbone}-r${resolution}${cut ? `-${cut}` : ''}`)),
+      loadFrozenGraph(ensureSavedModel({ ...a, resizeTo: resolution, inputShape: [inputSide, inputSide, 3] }, dataDir('cache', 'graphs'), `${backbone}-r${resolution}${cut ? `-${cut}` : ''}${inputSide === CIFAR_SIDE ? '' : `-in${inputSide}`}`)),
     );
     p.catch(() => graphs.delete(key));
     graphs.set(key, p);
@@ -64,7 +65,7 @@ export function getFeatureGraph(backbone: BackboneName, weights: string, resolut
 export async function extractBatch(task: BatchTask): Promise<Float32Array> {
   const viewed = applyView(task.pixels, task.n, task.view);
   if (tf.getBackend() === 'tensorflow') {
-    const graph = await getFeatureGraph(task.backbone, task.weights, task.resolution, task.backbonesDir, task.cut);
+    const graph = await getFeatureGraph(task.backbone, task.weights, task.resolution, task.backbonesDir, task.cut, sideOf(task.pixels.length, task.n));
     const out = tf.tidy(() => graph.predict(pixelsToTensor(viewed, task.n)));
     try {
       return (await out.data()) as Float32Array;

@@ -5,10 +5,10 @@
 // Cache layout: <cacheDir>/features/<backbone>/w<weights>/r<resolution>/<view>/<name>.feat, one file per chunk of
 // up to CHUNK images, where <weights> is the content hash of the backbone's files (changed weights never meet old
 // features). Each file: 8-byte magic, u32 header length, JSON header (format version, settings incl. weights hash
-// and extractor version, count, dim, md5 of the body), then count 16-byte image keys (md5 of the 32x32x3 pixels),
+// and extractor version, count, dim, md5 of the body), then count 16-byte image keys (md5 of the image's pixels at its size),
 // then count x dim float32. Files are written atomically; a file whose header, size or body hash does not match is
 // never trusted: it is moved once to <cacheDir>/quarantine/ (said in one line) and its images are recomputed.
-import { PIXELS_PER_IMAGE } from '../data/cifar10';
+import { imageBytes, sideOf } from '../data/image-set';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -71,11 +71,12 @@ export const CHUNK = 2048;
 
 // ---------------------------------------------------------------- keys
 
-/** md5 of each image's pixels (16 bytes each, concatenated). */
+/** md5 of each image's pixels (16 bytes each, concatenated). Images of another size have other keys. */
 export function imageKeys(images: Uint8Array, n: number): Buffer {
+  const per = imageBytes(sideOf(images.length, n));
   const keys = Buffer.allocUnsafe(n * KEY_BYTES);
   for (let i = 0; i < n; i++) {
-    crypto.createHash('md5').update(images.subarray(i * PIXELS_PER_IMAGE, (i + 1) * PIXELS_PER_IMAGE)).digest().copy(keys, i * KEY_BYTES);
+    crypto.createHash('md5').update(images.subarray(i * per, (i + 1) * per)).digest().copy(keys, i * KEY_BYTES);
   }
   return keys;
 }
@@ -412,9 +413,8 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
   const view = opts.view ?? 'plain';
   parseView(view);
     const { images, n } = set;
-  if (!Number.isInteger(n) || n < 0 || images.length !== n * PIXELS_PER_IMAGE) {
-    throw new Error(`extractFeatures: images has ${images.length} bytes, expected n=${n} x 32x32x3 = ${n * PIXELS_PER_IMAGE}`);
-  }
+  const side = sideOf(images.length, n, 'extractFeatures: images');
+  const per = imageBytes(side);
   if (!Number.isInteger(resolution) || resolution < 32) throw new Error(`resolution ${resolution}: expected an integer >= 32`);
   if (opts.batchSize !== undefined && !(Number.isInteger(opts.batchSize) && opts.batchSize >= 1)) {
     throw new Error(`batchSize ${opts.batchSize}: expected a positive integer`);
@@ -497,8 +497,8 @@ export async function extractFeatures(set: { images: Uint8Array; n: number }, op
       const batches: Promise<void>[] = [];
       for (let b = 0; b < chunk.length; b += batchSize) {
         const part = chunk.slice(b, b + batchSize);
-        const pixels = new Uint8Array(part.length * PIXELS_PER_IMAGE);
-        part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * PIXELS_PER_IMAGE, (positions[0] + 1) * PIXELS_PER_IMAGE), j * PIXELS_PER_IMAGE));
+        const pixels = new Uint8Array(part.length * per);
+        part.forEach((positions, j) => pixels.set(images.subarray(positions[0] * per, (positions[0] + 1) * per), j * per));
         batches.push(
           run({ backbone: opts.backbone, backbonesDir: opts.backbonesDir, weights, resolution, view, n: part.length, pixels, cut }).then((f) => {
             if (f.length !== part.length * dim) throw new Error(`backbone returned ${f.length} values for ${part.length} images x ${dim}`);

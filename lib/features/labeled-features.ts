@@ -10,7 +10,12 @@ export interface LabeledFeatures {
   labels: Uint8Array;
   n: number;
   dim: number;
+  /** The dataset's class count (absent: 10, CIFAR-10): the head's outputs. */
+  classes?: number;
 }
+
+/** The class count the head trained on these features needs. */
+export const classesOf = (d: Pick<LabeledFeatures, 'classes'>): number => d.classes ?? NUM_CLASSES;
 
 /** Throws, naming `what`, unless every view holds n x dim values and every label is a class. */
 export function checkData(d: LabeledFeatures, what: string): void {
@@ -20,7 +25,7 @@ export function checkData(d: LabeledFeatures, what: string): void {
   }
   if (d.labels.length !== d.n) throw new Error(`${what}: ${d.labels.length} labels for ${d.n} feature rows`);
   for (let i = 0; i < d.n; i++) {
-    if (d.labels[i] >= NUM_CLASSES) throw new Error(`${what}: label ${d.labels[i]} at row ${i} is not a class 0..${NUM_CLASSES - 1}`);
+    if (d.labels[i] >= classesOf(d)) throw new Error(`${what}: label ${d.labels[i]} at row ${i} is not a class 0..${classesOf(d) - 1}`);
   }
 }
 
@@ -60,7 +65,7 @@ export function subsetFeatures(d: LabeledFeatures, idx: ArrayLike<number>): Labe
     }
     return out;
   });
-  return { views, labels: Uint8Array.from(idx as ArrayLike<number>, (r) => d.labels[r]), n, dim: d.dim };
+  return { views, labels: Uint8Array.from(idx as ArrayLike<number>, (r) => d.labels[r]), n, dim: d.dim, ...(d.classes !== undefined ? { classes: d.classes } : {}) };
 }
 
 /** Concatenate per-backbone features of the same images column-wise: [n, d1] + [n, d2] -> [n, d1 + d2]. */

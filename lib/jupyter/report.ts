@@ -253,7 +253,7 @@ export interface RunScale {
 export interface RunSummary {
   project: { title: string; name: string; description?: string };
   scale: RunScale;
-  headline: { rows: HeadlineRow[]; source: string; warnings: string[] };
+  headline: { rows: HeadlineRow[]; source: string; warnings: string[]; /** A folder dataset's name (absent: CIFAR-10). */ dataset?: string };
   backend?: string;
   /** First and last notebook execution times, and the notebooks' total seconds. */
   executed: { first?: string; last?: string; seconds: number; /** Some notebook ran outside the runner (saved from Lab). */ savedFromLab?: boolean };
@@ -414,7 +414,7 @@ export function runSummary(notebooks: ExecutedNotebook[], opts: SummaryOptions =
   const evalText = evaluate ? notebookText(evaluate.nb) : '';
   const recorded = /^loaded model \S+ \([^)]*\) from (.+?): /m.exec(evalText)?.[1] ?? /^model saved to (.+?) \(/m.exec(trainText)?.[1];
   const modelDir = opts.modelDir ?? (recorded ? path.resolve(root, recorded) : opts.fallbackModelDir ?? path.join(root, 'models'));
-  const meta = readJson(path.join(modelDir, 'metadata.json')) as { metrics?: Record<string, number>; runId?: string; date?: string; gitCommit?: string | null; backbones?: string[]; resolution?: number; training?: Record<string, unknown> } | undefined;
+  const meta = readJson(path.join(modelDir, 'metadata.json')) as { metrics?: Record<string, number>; dataset?: { kind?: string; name?: string }; runId?: string; date?: string; gitCommit?: string | null; backbones?: string[]; resolution?: number; training?: Record<string, unknown> } | undefined;
   const printed = printedHeadline(evalText).size ? printedHeadline(evalText) : printedHeadline(trainText);
   const printedBy = printedHeadline(evalText).size ? evaluate?.name : train?.name;
 
@@ -448,8 +448,12 @@ export function runSummary(notebooks: ExecutedNotebook[], opts: SummaryOptions =
   const rows: HeadlineRow[] = [...metrics].map(([split, m]) => ({ split, images: printed.get(split)?.images, accuracy: m.accuracy, tta: m.tta }));
   const has = (re: RegExp) => rows.some((r) => re.test(r.split));
   if (!has(/^validation/)) rows.unshift({ split: 'validation', missing: 'not measured' });
-  if (!has(/^test 0-999/)) rows.push({ split: 'test 0-999 (exact)', missing: 'not measured' });
-  if (!rows.some((r) => /^test 0-(?!999 )/.test(r.split) || /full test/.test(r.split))) {
+  // A folder's test split is one row, "test"; CIFAR-10's are the exact images 0-999 and the (partly rebuilt) rest.
+  const folderName = meta?.dataset?.kind === 'folder' ? meta.dataset.name ?? 'a folder' : undefined;
+  if (folderName !== undefined) {
+    if (!has(/^test/)) rows.push({ split: 'test', missing: 'not measured' });
+  } else if (!has(/^test 0-999/)) rows.push({ split: 'test 0-999 (exact)', missing: 'not measured' });
+  if (folderName === undefined && !rows.some((r) => /^test 0-(?!999 )/.test(r.split) || /full test/.test(r.split))) {
     const limit = Number(params.TEST_LIMIT);
     rows.push({ split: 'full test (1000-9999 JPEG-rebuilt)', missing: limit > 0 && limit <= 1000 ? `not measured: TEST_LIMIT=${limit} stops at test image ${limit - 1}` : 'not measured' });
   }
@@ -478,7 +482,7 @@ export function runSummary(notebooks: ExecutedNotebook[], opts: SummaryOptions =
   return {
     project: projectInfo(root),
     scale: runScale(params),
-    headline: { rows, source, warnings },
+    headline: { rows, source, warnings, ...(folderName !== undefined ? { dataset: folderName } : {}) },
     backend,
     executed: { first: times[0], last: times[times.length - 1], seconds: Math.round(seconds * 10) / 10, savedFromLab },
     commit: commit ?? gitHead(root),
@@ -542,7 +546,9 @@ function frontPage(s: RunSummary, pages: ReportResult['pages'], generated: Date)
     s.headline.warnings.map((w) => `<p class="warn">${e(w)}</p>`).join('\n') +
     `<h2>Headline</h2>\n<table class="headline"><tr><th>split</th><th class="num">images</th><th class="num">accuracy</th><th class="num">with TTA</th></tr>\n${rows}\n</table>\n` +
     `<p class="source">Source: ${e(s.headline.source)}. TTA = the prediction averaged over the image and its mirror image. ` +
-    `Only test images 0-999 are exact in the offline copy; the model was selected on validation.</p>\n` +
+    (s.headline.dataset !== undefined
+      ? `Dataset: the folder ${e(s.headline.dataset)}; the model was selected on validation.</p>\n`
+      : `Only test images 0-999 are exact in the offline copy; the model was selected on validation.</p>\n`) +
     `<dl class="facts">${facts.map(([k, v]) => `<dt>${e(k)}</dt><dd>${e(v)}</dd>`).join('')}</dl>\n` +
     (plots ? `<h2>Key plots</h2>\n<div class="keyplots">\n${plots}\n</div>\n` : '') +
     `<h2>Notebooks</h2>\n<table class="notebooks"><tr><th>notebook</th><th>file</th><th>status</th><th class="num">seconds</th><th class="num">plots</th><th class="num">images</th></tr>\n${list}\n</table>\n` +

@@ -1,6 +1,7 @@
 // The classifier: the seed's head on cached backbone features, and the assembled end-to-end inference model
-// (32x32 pixels -> resize/normalise -> frozen backbone(s) -> head) saved in tfjs layers format with metadata.
-import { NUM_CLASSES, PIXELS_PER_IMAGE } from '../data/cifar10';
+// (square pixels — 32x32 for CIFAR-10, a folder's at the backbone's input — -> resize/normalise -> frozen backbone(s) -> head) saved in tfjs layers format with metadata.
+import { NUM_CLASSES } from '../data/cifar10';
+import { CIFAR_SIDE, imageBytes, sideOf } from '../data/image-set';
 import * as tf from '@tensorflow/tfjs';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -111,10 +112,12 @@ export interface AssembleOptions {
   backbonesDir?: string;
   /** Already-loaded backbones (same order as `backbones`), to avoid loading twice. */
   loaded?: tf.LayersModel[];
+  /** Side of the square input pixels (default 32, CIFAR-10). */
+  imageSize?: number;
 }
 
 /**
- * One LayersModel: uint8-valued float pixels [N, 32, 32, 3] -> ResizeNormalize -> frozen backbone(s) (features
+ * One LayersModel: uint8-valued float pixels [N, imageSize, imageSize, 3] -> ResizeNormalize -> frozen backbone(s) (features
  * concatenated in `backbones` order, as the trainer concatenates cached features) -> head (softmax [N, 10]).
  * Backbones are nested as layers (each a functional model), so it saves and loads as one tfjs model.
  */
@@ -127,7 +130,8 @@ export async function assembleModel(opts: AssembleOptions): Promise<tf.LayersMod
     throw new Error(`assembleModel: backbones ${opts.backbones.join('+')} give ${total} features but the head expects ${cfg.inputDim}`);
   }
   const models = opts.loaded ?? (await Promise.all(opts.backbones.map((b) => loadBackbone(b, { dir: opts.backbonesDir }))));
-  const input = tf.input({ shape: [32, 32, 3], name: 'pixels' });
+  const side = opts.imageSize ?? CIFAR_SIDE;
+  const input = tf.input({ shape: [side, side, 3], name: 'pixels' });
   const x = new ResizeNormalize({ size: opts.resolution, name: 'resize_normalize' }).apply(input) as tf.SymbolicTensor;
   const feats = models.map((m) => {
     // Per layer too: a nested model's own flag is not serialised, its layers' flags are (the reload stays frozen).
@@ -153,6 +157,10 @@ export interface ModelMetadata {
   backbones: BackboneName[];
   resolution: number;
   classNames: string[];
+  /** Side of the square pixels the model takes (absent: 32, CIFAR-10): predict resizes images to it. */
+  imageSize?: number;
+  /** What it was trained on: CIFAR-10, or a folder of class subfolders and how its images were fitted to the square. */
+  dataset?: { kind: 'cifar10' | 'folder'; name: string; fit?: 'cover' | 'contain' };
   head: HeadConfig;
   /** Accuracy per labelled split, e.g. { validation: 0.91, 'test 0-999 (exact)': 0.915 }. */
   metrics: Record<string, number>;
@@ -254,7 +262,14 @@ function checkMetadata(m: unknown, file: string): asserts m is ModelMetadata {
   if (!x.head || typeof x.head !== 'object' || !Number.isInteger(x.head.inputDim) || !Number.isInteger(x.head.units)) {
     throw bad('head', 'the head configuration ({ inputDim, units, dropout, ... })');
   }
+  if (x.imageSize !== undefined && !(Number.isInteger(x.imageSize) && x.imageSize >= 8 && x.imageSize <= 4096)) throw bad('imageSize', 'a whole number of pixels, 8-4096');
+  if (x.dataset !== undefined && !(x.dataset && ['cifar10', 'folder'].includes(x.dataset.kind) && typeof x.dataset.name === 'string' && [undefined, 'cover', 'contain'].includes(x.dataset.fit))) {
+    throw bad('dataset', '{ kind: "cifar10" | "folder", name, fit?: "cover" | "contain" }');
+  }
 }
+
+/** The side of the square pixels a saved model takes (its metadata's imageSize; 32 for CIFAR-10 models). */
+export const imageSizeOf = (meta: Pick<ModelMetadata, 'imageSize'>): number => meta.imageSize ?? CIFAR_SIDE;
 
 /**
  * The model's own shape must be what the metadata says: as many outputs as class names, the head's input the sum of
@@ -276,6 +291,10 @@ export function checkModelAgainstMetadata(model: tf.LayersModel, meta: ModelMeta
   const headIn = bn ? (bn.getWeights()[0]?.shape[0] as number | undefined) : undefined;
   if (headIn !== undefined && headIn !== features) {
     throw new Error(`${file}: backbones ${meta.backbones.join(' + ')} give ${features} features, but the model in ${dir} has a head on ${headIn}`);
+  }
+  const inShape = model.inputs[0].shape;
+  if (inShape[1] !== imageSizeOf(meta) || inShape[2] !== imageSizeOf(meta)) {
+    throw new Error(`${file}: images of ${imageSizeOf(meta)}x${imageSizeOf(meta)} px${meta.imageSize === undefined ? ' (no imageSize: CIFAR-10)' : ''}, but the model in ${dir} takes ${inShape[1]}x${inShape[2]}`);
   }
   const resize = model.layers.find((l) => l.getClassName() === 'ResizeNormalize');
   const size = resize ? (resize.getConfig().size as number) : undefined;
@@ -310,12 +329,13 @@ export function usesFrozenGraph(model: tf.LayersModel): boolean {
 export async function attachFrozenGraph(model: tf.LayersModel, a: tf.io.ModelArtifacts): Promise<void> {
   const data = Array.isArray(a.weightData) ? tf.io.concatenateArrayBuffers(a.weightData) : a.weightData;
   if (!a.modelTopology || !a.weightSpecs || !data) throw new Error('attachFrozenGraph: model artifacts without topology or weights');
-  const dir = ensureSavedModel({ topology: a.modelTopology, weightSpecs: a.weightSpecs, weightData: data }, dataDir('cache', 'graphs'), 'classifier');
+  const side = model.inputs[0].shape[1] as number;
+  const dir = ensureSavedModel({ topology: a.modelTopology, weightSpecs: a.weightSpecs, weightData: data, inputShape: [side, side, 3] }, dataDir('cache', 'graphs'), 'classifier');
   frozenGraphs.set(model, await loadFrozenGraph(dir));
 }
 
 /**
- * Class probabilities for uint8 NHWC 32x32 pixels, in batches (keeps memory flat on large sets).
+ * Class probabilities for uint8 NHWC pixels at the model's input size, in batches (keeps memory flat on large sets).
  * Returns a flat Float32Array [n * numClasses].
  */
 export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: number, batchSize?: number): Float32Array {
@@ -324,8 +344,12 @@ export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: numb
   // 64 images per TF graph call (measured fastest); 32 eager: a MobileNet at 160 px holds ~2.5 MB of activations
   // per image per layer, and wasm's heap tops out at 4 GB.
   const step = batchSize ?? (graph ? 64 : 32);
+  const side = sideOf(pixels.length, n, 'predictPixels: pixels');
+  const wants = model.inputs[0].shape[1];
+  if (n > 0 && side !== wants) throw new Error(`predictPixels: images are ${side}x${side} px, the model takes ${wants}x${wants}`);
+  const per = imageBytes(side);
   return mapRowBatches(n, step, k, (s, m) => {
-    const x = tf.tensor4d(Float32Array.from(pixels.subarray(s * PIXELS_PER_IMAGE, (s + m) * PIXELS_PER_IMAGE)), [m, 32, 32, 3]);
+    const x = tf.tensor4d(Float32Array.from(pixels.subarray(s * per, (s + m) * per)), [m, side, side, 3]);
     if (graph) return graph.predict(x);
     return model.predict(x, { batchSize: m }) as tf.Tensor; // one pass: predict's own batching slices per 32
   });

@@ -1,11 +1,14 @@
-// Labelling image files with the saved classifier: decode PNG/JPEG (maintained codecs, format read from the bytes),
-// reduce to 32x32 the way CIFAR-10's photos were made, and report the top classes. Used by `npm run predict` and
-// notebook 6.
+// Labelling image files with the saved classifier, the way the model says its images were made. A CIFAR-10 model:
+// decode PNG/JPEG (maintained codecs, format read from the bytes) and reduce to 32x32 as CIFAR-10's photos were (the
+// demo page does the same arithmetic). A model trained on a folder: decode any format the folder could hold and
+// resize to its input size with its fit — the same code (sharp) that made its training images. Used by
+// `npm run predict` and notebook 6.
 import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
 import { PNG } from 'pngjs';
 import * as jpeg from 'jpeg-js';
-import { predictPixels } from './classifier';
+import { imageSizeOf, ModelMetadata, predictPixels } from './classifier';
+import { decodeImageFile } from '../data/image-folder';
 import { imageHeaderSize, MAX_IMAGE_PIXELS, oversizeReason, RgbImage, resizeTo, rgbaToRgb } from '../data/pixels';
 
 export type { RgbImage } from '../data/pixels';
@@ -61,4 +64,17 @@ export function topK(probs: ArrayLike<number>, classNames: string[], k = 3): { n
 export function predictFile(model: tf.LayersModel, classNames: string[], file: string, k = 3): { pixels: Uint8Array; top: { name: string; probability: number }[] } {
   const pixels = resizeTo(decodeImage(file), 32);
   return { pixels, top: topK(predictPixels(model, pixels, 1), classNames, k) };
+}
+
+/**
+ * Classify one file as the model's metadata says: its class names, its input size, and for a folder-trained model its
+ * fit (cover/contain) through the decoder that made its training images. Throws one line naming the file.
+ */
+export async function predictImage(
+  model: tf.LayersModel, meta: Pick<ModelMetadata, 'classNames' | 'imageSize' | 'dataset'>, file: string, k = 3,
+): Promise<{ pixels: Uint8Array; size: number; top: { name: string; probability: number }[] }> {
+  const size = imageSizeOf(meta);
+  if (meta.dataset?.kind !== 'folder') return { ...predictFile(model, meta.classNames, file, k), size };
+  const { pixels } = await decodeImageFile(file, { size, fit: meta.dataset.fit ?? 'cover' });
+  return { pixels, size, top: topK(predictPixels(model, pixels, 1), meta.classNames, k) };
 }

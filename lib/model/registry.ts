@@ -143,7 +143,9 @@ export function promote(models: string, id: string, reason: string, pct: (x: num
   const prevMeta = prev ? readMeta(path.join(models, prev.id)) : undefined;
   const acc = (m: ModelMetadata | undefined) => (headlineOf(m) !== undefined ? `validation ${pct(headlineOf(m)!)}` : 'no validation figure');
   const where = (x: string) => path.join(models, x);
-  if (prev && prevMeta && prev.id !== id && isSubsetModel(newMeta) && !isSubsetModel(prevMeta)) {
+  // A subset run never takes the name from a full run on the same dataset; a model of another dataset is no subset.
+  const datasetOf = (m: ModelMetadata | undefined) => m?.dataset?.name ?? 'CIFAR-10';
+  if (prev && prevMeta && prev.id !== id && isSubsetModel(newMeta) && !isSubsetModel(prevMeta) && datasetOf(newMeta) === datasetOf(prevMeta)) {
     return {
       current: prev.id, kept: true,
       message: `model saved to ${where(id)} (${acc(newMeta)}, a subset run); the current model stays ${prev.id} (${acc(prevMeta)}, all the data) — load this one with --model ${id}`,

@@ -40,10 +40,14 @@ const choice = <T extends string>(choices: readonly T[], default_: T, help: stri
 const folder = (env: string, help: string, defaultText: string): Spec<'path', string | null> => ({ kind: 'path', default: null, env, help, defaultText, blankIsDefault: true });
 
 /** The tfjs backends, fastest first (lib/engine/backend.ts tries them in this order). */
-export const BACKEND_NAMES = ['tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 
 /** Every setting of the experiment. Keys are camelCase; the flag is --kebab-case and the env var UPPER_SNAKE_CASE. */
 export const SETTINGS = {
+  dataset: { kind: 'path', default: 'cifar10', help: 'cifar10, or a folder of your images: one subfolder per class, or train/ (+ val/, test/) each holding class subfolders' } as Spec<'path', string>,
+  fit: choice(['cover', 'contain'] as const, 'cover', 'folder datasets: how an image becomes a square at the backbone input: cover = centre-crop, contain = pad with black'),
+  valFraction: num(0.15, 'folder datasets without val/: share of each class held out for validation (stratified, seeded)', { min: 0.01, max: 0.5 }),
+  testFraction: num(0.15, 'folder datasets without test/: share of each class held out for test', { min: 0.01, max: 0.5 }),
   trainLimit: int(0, 'stratified cap on training images (0 = all)', { defaultText: '0 = all 45,000' }),
   valLimit: int(0, 'stratified cap on validation images (0 = all)', { defaultText: '0 = all 5,000' }),
   testLimit: int(0, 'use test images 0..N-1 only (0 = all)', { defaultText: '0 = all 10,000' }),
@@ -76,7 +80,7 @@ export const SETTINGS = {
   dataDir: folder('DATA_DIR', 'where downloads, feature caches, fine-tuned weights, runs and benchmarks go (relative to the folder you run from)', 'data'),
   cifar10Dir: folder('CIFAR10_DIR', 'a cifar-10-batches-bin folder to read instead of the copy downloaded under the data folder', 'data/cifar-10-batches-bin'),
   backbonesDir: folder('BACKBONES_DIR', "folder holding the backbones' weights (<backbone folder>/model.json), searched before the data folder's models/", 'data/models'),
-  backend: { ...choice(['auto', ...BACKEND_NAMES] as const, 'auto', 'tfjs backend; auto = the fastest that starts: tensorflow (native, built by npm install) > wasm > cpu'), env: 'TFJS_BACKEND', noun: 'a backend', blankIsDefault: true },
+  backend: { ...choice(['auto', ...BACKEND_NAMES] as const, 'auto', 'tfjs backend; auto = the fastest that starts: tensorflow on a GPU > webgpu on a hardware GPU > tensorflow on the CPU (native, built by npm install) > wasm > cpu; webgpu on a software adapter (SwiftShader) only when forced'), env: 'TFJS_BACKEND', noun: 'a backend', blankIsDefault: true },
 };
 
 export type SettingKey = keyof typeof SETTINGS;

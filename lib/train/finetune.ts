@@ -40,6 +40,8 @@ export interface FineTuneSet {
   n: number;
   /** Number of views (each part has them all, same order). */
   views: number;
+  /** The dataset's class count (absent: 10, CIFAR-10). */
+  classes?: number;
 }
 
 export function fineTuneSet(parts: FineTunePart[]): FineTuneSet {
@@ -54,7 +56,8 @@ export function fineTuneSet(parts: FineTunePart[]): FineTuneSet {
       if (v.length !== n * p.data.dim) throw new Error(`fine-tuning data of ${p.backbone}: view ${i} has ${v.length} values, expected ${n} x ${p.data.dim}`);
     }
   }
-  return { parts, labels, n, views };
+  const classes = parts[0].data.classes;
+  return { parts, labels, n, views, ...(classes !== undefined ? { classes } : {}) };
 }
 
 /** Fine-tuning settings beyond the head's TrainConfig. */
@@ -99,11 +102,15 @@ export class FineTuneTrainer {
   private graphs: { step: GraphFunction; infer: GraphFunction } | null = null;
   readonly engine: FineTuneEngine;
 
-  constructor(readonly trunks: (Trunk | null)[], readonly shapes: number[][], readonly dims: number[], cfg: FineTuneConfig, init?: { mean: Float32Array; variance: Float32Array }, engine?: FineTuneEngine) {
+  constructor(
+    readonly trunks: (Trunk | null)[], readonly shapes: number[][], readonly dims: number[], cfg: FineTuneConfig, init?: { mean: Float32Array; variance: Float32Array }, engine?: FineTuneEngine,
+    /** The head's outputs (the dataset's classes). */
+    readonly classes = NUM_CLASSES,
+  ) {
     this.cfg = cfg;
     this.engine = engine ?? (tf.getBackend() === 'tensorflow' ? 'graph' : 'eager');
     this.dim = dims.reduce((a, b) => a + b, 0);
-    const head = buildHead({ inputDim: this.dim, units: cfg.units, dropout: cfg.dropout, dropout2: cfg.dropout2, seed: cfg.seed });
+    const head = buildHead({ inputDim: this.dim, units: cfg.units, dropout: cfg.dropout, dropout2: cfg.dropout2, seed: cfg.seed, numClasses: classes });
     // Only the dense layers train (variableGrads skips non-trainable variables): no BN affine, as the head's default.
     this.headVars = headWeights(head).map((w, i) => tf.variable(w.clone(), HEAD_TRAINED.includes(i)));
     head.dispose();
@@ -130,7 +137,7 @@ export class FineTuneTrainer {
       })),
       dim: this.dim,
       units: this.cfg.units,
-      classes: NUM_CLASSES,
+      classes: this.classes,
       bnEpsilon: BN_EPSILON,
       bnMomentum: BN_MOMENTUM,
       adam: this.adamHyper,
@@ -241,8 +248,9 @@ export class FineTuneTrainer {
         last = Date.now();
       }
       lr = scheduledLr(this.cfg, epoch + s / steps);
-      const y = new Float32Array(B * NUM_CLASSES).fill(eps / NUM_CLASSES);
-      for (let j = 0; j < B; j++) y[j * NUM_CLASSES + set.labels[rows[s * B + j]]] += 1 - eps;
+      const K = this.classes;
+      const y = new Float32Array(B * K).fill(eps / K);
+      for (let j = 0; j < B; j++) y[j * K + set.labels[rows[s * B + j]]] += 1 - eps;
       const loss = this.trainStep(this.batchTensors(set, rows, views, s * B, B), y, lr);
       if (!Number.isFinite(loss)) return { loss, lr };
       total += loss;
@@ -252,11 +260,11 @@ export class FineTuneTrainer {
 
   /** One optimisation step (inputs are disposed). The weights are not updated when the loss is not finite. */
   trainStep(inputs: tf.Tensor[], yValues: Float32Array, lr: number): number {
-    const B = yValues.length / NUM_CLASSES;
+    const B = yValues.length / this.classes;
     const [m1, m2] = this.masks(B);
     const mask1 = tf.tensor2d(m1, [B, this.dim]);
     const mask2 = tf.tensor2d(m2, [B, this.cfg.units]);
-    const y = tf.tensor2d(yValues, [B, NUM_CLASSES]);
+    const y = tf.tensor2d(yValues, [B, this.classes]);
     try {
       return this.graph ? this.graphStep(this.graph.step, inputs, y, mask1, mask2, lr) : this.eagerStep(inputs, y, mask1, mask2, lr);
     } finally {
@@ -354,11 +362,11 @@ export class FineTuneTrainer {
   predict(set: FineTuneSet, view = 0, batchSize = 256): Float32Array {
     const rows = Int32Array.from({ length: set.n }, (_, i) => i);
     const views = new Uint8Array(set.n).fill(view);
-    const out = new Float32Array(set.n * NUM_CLASSES);
+    const out = new Float32Array(set.n * this.classes);
     for (let s = 0; s < set.n; s += batchSize) {
       const m = Math.min(batchSize, set.n - s);
       const p = this.inferBatch(this.batchTensors(set, rows, views, s, m), 'probs');
-      out.set(p.dataSync() as Float32Array, s * NUM_CLASSES);
+      out.set(p.dataSync() as Float32Array, s * this.classes);
       p.dispose();
     }
     return out;
@@ -384,7 +392,7 @@ export class FineTuneTrainer {
       }
       out.push(data);
     }
-    return { views: out, labels: set.labels, n: set.n, dim: this.dim };
+    return { views: out, labels: set.labels, n: set.n, dim: this.dim, ...(set.classes !== undefined ? { classes: set.classes } : {}) };
   }
 
   /** All weights (trunks in order, then the head in headWeights order): copies, for early stopping. */

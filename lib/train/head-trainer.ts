@@ -168,7 +168,8 @@ export type HeadGradients = {
  * HeadTrainer.trainStep runs on it; `test/head-trainer.test.ts` checks it against tfjs autodiff of the same head.
  */
 export function headGradients(vars: readonly tf.Tensor[], b: HeadBatch, cfg: Pick<TrainConfig, 'units' | 'bnAffine'>): HeadGradients {
-  const B = b.y.length / NUM_CLASSES;
+  const K = vars[6].shape[1] as number; // classes: W2 is [units, classes]
+  const B = b.y.length / K;
   const D = b.mean.length;
   const U = cfg.units;
   const affine = cfg.bnAffine;
@@ -179,7 +180,7 @@ export function headGradients(vars: readonly tf.Tensor[], b: HeadBatch, cfg: Pic
     const x = tf.tensor2d(b.x, [B, D]);
     const m1 = tf.tensor2d(b.m1, [B, D]);
     const m2 = tf.tensor2d(b.m2, [B, U]);
-    const y = tf.tensor2d(b.y, [B, NUM_CLASSES]);
+    const y = tf.tensor2d(b.y, [B, K]);
     const mean = tf.tensor1d(b.mean);
     const inv = tf.tensor1d(b.inv);
     // BatchNormalization (batch statistics) then dropout.
@@ -216,15 +217,16 @@ export function headGradients(vars: readonly tf.Tensor[], b: HeadBatch, cfg: Pic
   });
 }
 
-/** Mean cross-entropy (no smoothing) and accuracy of class probabilities [n*10] against the labels. */
+/** Mean cross-entropy (no smoothing) and accuracy of class probabilities [n*classes] against the labels. */
 export function lossAndAccuracy(p: Float32Array, labels: Uint8Array): { loss: number; acc: number } {
   const n = labels.length;
+  const K = n ? p.length / n : NUM_CLASSES;
   let loss = 0;
   let correct = 0;
   for (let i = 0; i < n; i++) {
-    const row = p.subarray(i * NUM_CLASSES, (i + 1) * NUM_CLASSES);
+    const row = p.subarray(i * K, (i + 1) * K);
     let best = 0;
-    for (let c = 1; c < NUM_CLASSES; c++) if (row[c] > row[best]) best = c;
+    for (let c = 1; c < K; c++) if (row[c] > row[best]) best = c;
     if (best === labels[i]) correct++;
     loss -= Math.log(Math.max(row[labels[i]], 1e-12));
   }
@@ -246,10 +248,14 @@ export class HeadTrainer {
   private random: () => number;
   private masks: MaskBank;
 
-  constructor(dim: number, cfg: TrainConfig, init?: { mean: Float32Array; variance: Float32Array }) {
+  /** Classes: the head's outputs. */
+  readonly classes: number;
+
+  constructor(dim: number, cfg: TrainConfig, init?: { mean: Float32Array; variance: Float32Array }, classes = NUM_CLASSES) {
     this.cfg = cfg;
     this.dim = dim;
-    const head = buildHead({ inputDim: dim, units: cfg.units, dropout: cfg.dropout, dropout2: cfg.dropout2, seed: cfg.seed });
+    this.classes = classes;
+    const head = buildHead({ inputDim: dim, units: cfg.units, dropout: cfg.dropout, dropout2: cfg.dropout2, seed: cfg.seed, numClasses: classes });
     this.vars = headWeights(head).map((w, i) => tf.variable(w.clone(), !(i === 2 || i === 3)));
     head.dispose();
     if (init) {
@@ -317,7 +323,8 @@ export class HeadTrainer {
     const { rows, views } = this.epochOrder(d);
     const D = this.dim;
     const x = new Float32Array(B * D);
-    const y = new Float32Array(B * NUM_CLASSES);
+    const K = this.classes;
+    const y = new Float32Array(B * K);
     const mean = new Float32Array(D);
     const inv = new Float32Array(D);
     const sum = new Float64Array(D);
@@ -339,8 +346,8 @@ export class HeadTrainer {
           sum[c] += v;
           sq[c] += v * v;
         }
-        y.fill(eps / NUM_CLASSES, i * NUM_CLASSES, (i + 1) * NUM_CLASSES);
-        y[i * NUM_CLASSES + d.labels[r]] += 1 - eps;
+        y.fill(eps / K, i * K, (i + 1) * K);
+        y[i * K + d.labels[r]] += 1 - eps;
       }
       for (let c = 0; c < D; c++) {
         mean[c] = sum[c] / B;
@@ -394,9 +401,9 @@ export class HeadTrainer {
     });
   }
 
-  /** Class probabilities [n*10] of one view, inference mode. */
+  /** Class probabilities [n*classes] of one view, inference mode. */
   predict(d: LabeledFeatures, view = 0, batchSize = 2000): Float32Array {
-    return mapRowBatches(d.n, batchSize, NUM_CLASSES, (s, m) =>
+    return mapRowBatches(d.n, batchSize, this.classes, (s, m) =>
       tf.softmax(this.inferLogits(tf.tensor2d(d.views[view].subarray(s * d.dim, (s + m) * d.dim), [m, d.dim]))),
     );
   }
@@ -408,7 +415,7 @@ export class HeadTrainer {
 
   /** A head model holding the current weights. */
   toHead(): tf.LayersModel {
-    const head = buildHead({ inputDim: this.dim, units: this.cfg.units, dropout: this.cfg.dropout, dropout2: this.cfg.dropout2, seed: this.cfg.seed });
+    const head = buildHead({ inputDim: this.dim, units: this.cfg.units, dropout: this.cfg.dropout, dropout2: this.cfg.dropout2, seed: this.cfg.seed, numClasses: this.classes });
     const ws = this.weights();
     setHeadWeights(head, ws);
     tf.dispose(ws);

@@ -3,7 +3,7 @@
 import { interruptible, yieldToEventLoop } from '../util/cancel';
 import { formatTable, percent } from '../util/format';
 import { HeadTrainer, resolveTrainConfig, TrainConfig } from './head-trainer';
-import { checkData, columnStats, LabeledFeatures, subsetFeatures } from '../features/labeled-features';
+import { checkData, classesOf, columnStats, LabeledFeatures, subsetFeatures } from '../features/labeled-features';
 import { rng } from '../util/random';
 import { newRunId } from '../experiment/runs';
 import { trainHead, TrainOptions, TrainResult } from './training-loop';
@@ -92,7 +92,7 @@ export async function lrFind(
   const minLr = opts.minLr ?? 1e-6;
   const maxLr = opts.maxLr ?? 1;
   const steps = opts.steps ?? 200;
-  const trainer = new HeadTrainer(train.dim, cfg, columnStats(train));
+  const trainer = new HeadTrainer(train.dim, cfg, columnStats(train), classesOf(train));
   const lrs: number[] = [];
   const losses: number[] = [];
   const lrAt = (i: number) => minLr * (maxLr / minLr) ** (i / Math.max(1, steps - 1));

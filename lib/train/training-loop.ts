@@ -13,7 +13,7 @@ import { interruptible, yieldToEventLoop } from '../util/cancel';
 import * as tf from '@tensorflow/tfjs';
 import { percent } from '../util/format';
 import { HeadTrainer, resolveTrainConfig, TrainConfig } from './head-trainer';
-import { checkData, columnStats, LabeledFeatures } from '../features/labeled-features';
+import { checkData, classesOf, columnStats, LabeledFeatures } from '../features/labeled-features';
 import { progress, silentProgress, ProgressSink } from '../util/progress';
 import { EpochRecord, newRunId, RunRecord, writeRun } from '../experiment/runs';
 
@@ -302,7 +302,7 @@ export async function trainHead(
   if (val.dim !== train.dim) throw new Error(`validation features have dim ${val.dim}, training features ${train.dim}`);
   const t0 = Date.now();
   // BN moving statistics start at the data's (per-epoch data: the validation features, same distribution).
-  const trainer = new HeadTrainer(train.dim, cfg, columnStats(opts.epochData ? val : train));
+  const trainer = new HeadTrainer(train.dim, cfg, columnStats(opts.epochData ? val : train), classesOf(train));
   try {
     const r = await fit(trainer, train, val, summary(train), summary(val), cfg, {
       ...opts,

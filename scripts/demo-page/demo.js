@@ -1,7 +1,8 @@
 // The demo page: the saved classifier (model/, tfjs layers format) in the browser. An image is decoded by the
-// browser, reduced to 32x32 by the same code as `npm run predict` (pixels.js is lib/data/pixels.ts, transpiled by
-// scripts/demo.ts) and classified; the top 3 classes are drawn as bars.
-import { imageHeaderSize, oversizeReason, resizeTo, rgbaToRgb } from './pixels.js';
+// browser, made the size the model says (its metadata's imageSize: 32x32 for CIFAR-10, by the same code as
+// `npm run predict`; a folder-trained model's side after its fit — pixels.js is lib/data/pixels.ts, transpiled by
+// scripts/demo.ts) and classified, reading results asynchronously only; the top 3 classes are drawn as bars.
+import { fitSquare, imageHeaderSize, oversizeReason, resizeTo, rgbaToRgb } from './pixels.js';
 
 const tf = window.tf;
 const $ = (id) => document.getElementById(id);
@@ -63,6 +64,9 @@ async function startBackend() {
 
 let model;
 let classNames;
+/** The model's input side and, for a folder-trained model, how an image is made square (metadata). */
+let size = 32;
+let fit = null;
 
 async function start() {
   demo.backend = await startBackend();
@@ -72,13 +76,18 @@ async function start() {
     tf.loadLayersModel('model/model.json').then((m) => (model = m)),
   ]);
   classNames = meta.classNames;
+  size = meta.imageSize ?? 32;
+  fit = meta.dataset?.kind === 'folder' ? meta.dataset.fit ?? 'cover' : null;
+  $('view').width = $('view').height = size;
+  $('view-caption').textContent = `what the model sees: ${size}×${size}`;
+  if (meta.dataset?.kind === 'folder') $('samples-hint').textContent = `Or one of these test images of ${meta.dataset.name}:`;
   const metrics = Object.entries(meta.metrics ?? {}).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(', ');
   $('about').textContent = `${meta.backbones.join(' + ')} at ${meta.resolution} px + a small trained head` +
     `${metrics ? ` (${metrics})` : ''}, running in your browser with TensorFlow.js ${tf.version.tfjs}. Nothing leaves this page.`;
   for (const s of samples) {
     const b = document.createElement('button');
     b.type = 'button';
-    b.title = s.label ? `test image ${s.index}: ${s.label}` : s.file;
+    b.title = s.index !== undefined ? `test image ${s.index}: ${s.label}` : s.label ? `test image: ${s.label}` : s.file;
     b.dataset.file = s.file;
     b.innerHTML = `<img src="${s.file}" alt="${b.title}">`;
     b.addEventListener('click', () => fetch(s.file).then((r) => r.blob()).then((blob) => classify(blob, b.title)).catch(fail));
@@ -105,8 +114,11 @@ async function decode(blob, name) {
 async function classify(blob, caption) {
   demo.status = 'busy';
   const img = await decode(blob, caption ?? blob.name ?? 'your image');
-  const pixels = resizeTo(img, 32);
-  const probs = tf.tidy(() => model.predict(tf.tensor4d(Float32Array.from(pixels), [1, 32, 32, 3])).dataSync());
+  const pixels = resizeTo(fit ? fitSquare(img, fit) : img, size);
+  // Asynchronous read: on webgpu and webgl a synchronous one stalls the page (and on webgpu can return stale data).
+  const out = tf.tidy(() => model.predict(tf.tensor4d(Float32Array.from(pixels), [1, size, size, 3])));
+  const probs = await out.data();
+  out.dispose();
   const top = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a]).slice(0, 3)
     .map((i) => ({ name: classNames[i] ?? String(i), probability: probs[i] }));
   show(blob, caption ?? `your image, ${img.width}×${img.height}`, pixels, top);
@@ -121,8 +133,8 @@ function show(blob, caption, pixels, top) {
   $('original').src = URL.createObjectURL(blob);
   if (old.startsWith('blob:')) URL.revokeObjectURL(old);
   $('original-caption').textContent = caption;
-  const view = new ImageData(32, 32);
-  for (let i = 0; i < 1024; i++) {
+  const view = new ImageData(size, size);
+  for (let i = 0; i < size * size; i++) {
     view.data.set(pixels.subarray(i * 3, i * 3 + 3), i * 4);
     view.data[i * 4 + 3] = 255;
   }
