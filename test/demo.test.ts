@@ -245,3 +245,98 @@ test('the static server serves files with their types and nothing outside its fo
   assert.equal((await fetch(`${origin}/`)).headers.get('content-type'), 'text/html; charset=utf-8');
   for (const p of ['/..%2f..%2fetc%2fpasswd', '/%2e%2e/%2e%2e/etc/passwd', '/nope.js']) assert.equal((await fetch(`${origin}${p}`)).status, 404, p);
 });
+
+// WebGPU in the page. Headless Chromium gives no WebGPU adapter by default (requestAdapter() resolves to null, even
+// without --disable-gpu); --enable-unsafe-webgpu gives SwiftShader's (vendor google, architecture swiftshader,
+// isFallbackAdapter: true), also beside --disable-gpu, which only turns off the GPU process's GL compositing.
+// --use-webgpu-adapter=swiftshader pins that adapter, so a machine with a real GPU runs the same test. (navigator.gpu
+// exists only in a secure context: http://127.0.0.1 is one, data: URLs are not.)
+const WEBGPU_ARGS = [...ARGS, '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'];
+
+test('demo page on WebGPU (Chromium\'s SwiftShader adapter) predicts what Node predicts; forced to wasm too', { timeout: 150_000 }, async (t) => {
+  if (SKIP) return t.skip(SKIP);
+  // The three clicked samples and the 97x61 chosen file (area averaging).
+  const picks = files.filter((f) => f.kind === 'sample' || path.basename(f.file) === 'big.png');
+  assert.equal(picks.length, 4);
+  const { model } = await loadModel(modelDir);
+  const want = picks.map((f) => ({ ...f, ...predictFile(model, NAMES, f.file, NAMES.length) }));
+  model.dispose();
+
+  const origin = `http://127.0.0.1:${(server!.address() as net.AddressInfo).port}`;
+  const ctx = await playwright().chromium.launchPersistentContext(fs.mkdtempSync(path.join(root, 'profile-')), {
+    executablePath: CHROMIUM, args: WEBGPU_ARGS, headless: true,
+  });
+  try {
+    for (const query of ['', '?backend=wasm']) {
+      const page = await ctx.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e: Error) => errors.push(e.message));
+      const started = Date.now();
+      await page.goto(`${origin}/${query}`);
+      await page.waitForFunction(() => ['ready', 'error'].includes((globalThis as any).demo?.status), null, { timeout: 60_000 });
+      const state = await page.evaluate(() => {
+        const d = (globalThis as any).demo;
+        return { status: d.status, error: d.error, backend: d.backend, adapter: d.adapter };
+      });
+      assert.equal(state.status, 'ready', `page${query} did not start: ${state.error}`);
+      const status = await page.locator('#status').textContent();
+      if (query === '') {
+        if (!state.adapter) {
+          const why = `SKIPPED, NOT RUN: Chromium gives no WebGPU adapter with ${WEBGPU_ARGS.slice(ARGS.length).join(' ')} (the page runs on ${state.backend})`;
+          if (process.env.CI === 'true') assert.fail(`${why} (CI=true: Debian's chromium ships SwiftShader)`);
+          await page.close();
+          return t.skip(why);
+        }
+        assert.equal(state.backend, 'webgpu', `the browser gives an adapter (${state.adapter.text}) but the page picked ${state.backend}`);
+        assert.match(status!, /TensorFlow\.js backend: webgpu \(google swiftshader, software fallback adapter\)/);
+        // Count synchronous reads of GPU-resident tensors (on SwiftShader, dataSync() returns wrong values): none.
+        await page.evaluate(() => {
+          const g = globalThis as any;
+          const b = g.tf.backend();
+          const readSync = b.readSync.bind(b);
+          g.syncReads = 0;
+          b.readSync = (id: unknown) => {
+            if (b.tensorMap.get(id)?.values == null) g.syncReads++;
+            return readSync(id);
+          };
+        });
+      } else {
+        assert.equal(state.backend, 'wasm');
+        assert.equal(state.adapter, null, 'a forced backend does not ask for an adapter');
+        assert.match(status!, /TensorFlow\.js backend: wasm \(forced by \?backend=wasm\)/);
+      }
+      const ready = Date.now() - started;
+
+      let worstTop = 0;
+      let worstAll = 0;
+      const times: number[] = [];
+      for (const w of want) {
+        const before = await page.evaluate(() => (globalThis as any).demo.predictions);
+        const t0 = Date.now();
+        if (w.kind === 'sample') await page.locator(`#samples button[data-file="samples/${path.basename(w.file)}"]`).click();
+        else await page.setInputFiles('#file', w.file);
+        await page.waitForFunction((n: number) => (globalThis as any).demo.predictions > n || (globalThis as any).demo.error, before, { timeout: 60_000 });
+        times.push(Date.now() - t0);
+        const label = `${state.backend}: ${w.kind} ${path.basename(w.file)}`;
+        assert.equal(await page.evaluate(() => (globalThis as any).demo.error), null, `${label}: the page reports an error`);
+        const last = await page.evaluate(() => (globalThis as any).demo.last);
+        assert.deepEqual(last.pixels, Array.from(w.pixels), `${label}: the page's 32x32 view differs from lib/predict's`);
+        assert.deepEqual(last.top.map((x: any) => x.name), w.top.slice(0, 3).map((x) => x.name), `${label}: top-3 classes`);
+        for (const [j, x] of last.top.entries()) {
+          const d = Math.abs(x.probability - w.top[j].probability);
+          worstTop = Math.max(worstTop, d);
+          assert.ok(d <= 1e-3, `${label}: ${x.name} ${x.probability} in the page, ${w.top[j].probability} in Node`);
+        }
+        for (const x of w.top) worstAll = Math.max(worstAll, Math.abs(last.probs[NAMES.indexOf(x.name)] - x.probability));
+      }
+      if (state.backend === 'webgpu') assert.equal(await page.evaluate(() => (globalThis as any).syncReads), 0, 'synchronous reads of GPU tensors');
+      t.diagnostic(`page on ${state.backend}${state.adapter ? ` (${state.adapter.text})` : ''}: ready in ${ready} ms, ` +
+        `predictions ${times.join('/')} ms; ${want.length} images (3 samples, 1 chosen 97x61) vs Node's predictFile on ${tf.getBackend()}: ` +
+        `max |dp| top 3 ${worstTop.toExponential(2)}, all 10 classes ${worstAll.toExponential(2)}`);
+      assert.deepEqual(errors, [], 'page errors');
+      await page.close();
+    }
+  } finally {
+    await ctx.close();
+  }
+});

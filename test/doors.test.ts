@@ -130,6 +130,47 @@ test('npm start and the six notebooks are one experiment: same regime, same tabl
   assert.match(demo.stdout, new RegExp(`model ${startId}, from `));
   const demoMeta = JSON.parse(fs.readFileSync(path.join(work, 'demo', 'model', 'metadata.json'), 'utf8'));
   assert.deepEqual(demoMeta.regime, JSON.parse(fs.readFileSync(path.join(models, startId, 'metadata.json'), 'utf8')).regime, 'the demo page carries the model it was given');
+  // The page itself, in Chromium, on this (fine-tuned, where tensorflow runs) model: its samples give predict's numbers.
+  const chromium = '/usr/bin/chromium';
+  let pw: any = null;
+  try {
+    pw = require('playwright-core');
+  } catch {
+    // devDependency missing: said below
+  }
+  if (!fs.existsSync(chromium) || !pw) {
+    t.diagnostic(`SKIPPED the demo page in Chromium: ${!pw ? 'playwright-core not installed' : `${chromium} not found`}`);
+  } else {
+    const { serveDir } = await import('../scripts/demo');
+    const srv = await serveDir(path.join(work, 'demo'), 0);
+    const ctx = await pw.chromium.launchPersistentContext(fs.mkdtempSync(path.join(work, 'profile-')), {
+      executablePath: chromium, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    });
+    try {
+      const page = await ctx.newPage();
+      await page.goto(`http://127.0.0.1:${(srv.address() as import('net').AddressInfo).port}/?backend=wasm`);
+      await page.waitForFunction(() => ['ready', 'error'].includes((globalThis as any).demo?.status), null, { timeout: 120_000 });
+      assert.equal(await page.evaluate(() => (globalThis as any).demo.status), 'ready');
+      const samples: { file: string }[] = JSON.parse(fs.readFileSync(path.join(work, 'demo', 'samples.json'), 'utf8'));
+      const sm = await loadModel(path.join(models, startId));
+      let worst = 0;
+      for (const smp of samples) {
+        const before = await page.evaluate(() => (globalThis as any).demo.predictions);
+        await page.locator(`#samples button[data-file="${smp.file}"]`).click();
+        await page.waitForFunction((n: number) => (globalThis as any).demo.predictions > n || (globalThis as any).demo.error, before, { timeout: 60_000 });
+        const last = await page.evaluate(() => (globalThis as any).demo.last);
+        const want = predictFile(sm.model, sm.metadata.classNames, path.join(work, 'demo', smp.file)).top;
+        assert.deepEqual(last.top.map((x: any) => x.name), want.map((x) => x.name), `${smp.file}: top-3 in the page and in predict`);
+        for (const [j, x] of last.top.entries()) worst = Math.max(worst, Math.abs(x.probability - want[j].probability));
+      }
+      sm.model.dispose();
+      t.diagnostic(`demo page (wasm, Chromium) vs predict (${backend}) on npm start's ${startRegime} model, ${samples.length} samples: max |dp| over the top 3 = ${worst.toExponential(2)}`);
+      assert.ok(worst <= 1e-3, `the page and predict differ by ${worst}`);
+    } finally {
+      await ctx.close();
+      srv.close();
+    }
+  }
 
   // The Keras export of the same model, checked against tfjs on the first test images.
   const keras = run('export-keras', ['--check', '--model', startId, '--out', path.join(work, 'model.h5')]);

@@ -98,7 +98,7 @@ test('a folder of class subfolders goes through npm start, predict and a warm re
 
   // Three new photos: only they are decoded; only their features are computed (per backbone and view).
   for (const [i, cls] of [[5, 'cat'], [6, 'ship'], [7, 'truck']] as const) {
-    const src = path.join(folder, cls, fs.readdirSync(path.join(folder, cls)).find((f) => /\.(png|jpg|webp)$/.test(f) && !/truncated|README|empty/.test(f))!);
+    const src = path.join(folder, cls, fs.readdirSync(path.join(folder, cls)).find((f) => /_\d{5}\.(png|jpg|webp)$/.test(f))!); // one the generator made
     await sharp(src).flop().rotate(i).jpeg().toFile(path.join(folder, cls, `new-${i}.jpg`));
   }
   const more = run('main', ['--dataset', folder]);
@@ -127,7 +127,7 @@ test('bad dataset settings fail in one line, before any work', { skip }, () => {
 
   const one = path.join(work, 'one-class');
   fs.mkdirSync(path.join(one, 'cat'), { recursive: true });
-  fs.copyFileSync(path.join(folder, 'cat', fs.readdirSync(path.join(folder, 'cat')).find((f) => f.endsWith('.png'))!), path.join(one, 'cat', 'a.png'));
+  fs.copyFileSync(path.join(folder, 'cat', fs.readdirSync(path.join(folder, 'cat')).find((f) => /_\d{5}\.png$/.test(f))!), path.join(one, 'cat', 'a.png'));
   const single = run('main', ['--dataset', one]);
   assert.notEqual(single.status, 0);
   assert.match(single.stderr, /^error: .*one-class: found 1 class folder \(cat\/\); a classifier needs at least 2, one subfolder of images per class$/m);
@@ -135,7 +135,7 @@ test('bad dataset settings fail in one line, before any work', { skip }, () => {
   const tiny = path.join(work, 'tiny');
   for (const [cls, n] of [['cat', 5], ['ship', 2]] as const) {
     fs.mkdirSync(path.join(tiny, cls), { recursive: true });
-    const srcs = fs.readdirSync(path.join(folder, cls)).filter((f) => f.endsWith('.png') || f.endsWith('.jpg')).slice(0, n);
+    const srcs = fs.readdirSync(path.join(folder, cls)).filter((f) => /_\d{5}\.(png|jpg)$/.test(f)).slice(0, n); // decodable ones
     for (const f of srcs) fs.copyFileSync(path.join(folder, cls, f), path.join(tiny, cls, f));
   }
   const few = run('main', ['--dataset', tiny]);

@@ -130,6 +130,9 @@ export async function loadFolderDataset(root: string, o: FolderDatasetOptions): 
     o.log?.(line);
   };
   const scan = await scanImageFolder(root); // throws one line for fewer than 2 classes, an empty class, strays beside train/
+  if (scan.classNames.length > 256) {
+    throw new Error(`${root}: ${scan.classNames.length} class folders: at most 256 are supported (labels are one byte); is this a folder of folders of classes?`);
+  }
   say(`dataset ${root}: ${scan.layout === 'splits' ? `split folders ${scan.splits.join(', ')}; ` : ''}${scan.classNames.length} classes (${scan.classNames.join(', ')}), ${scan.files.length} image files`);
   if (scan.skipped.length) say(scan.skippedSummary);
   for (const r of scan.rejected) say(`not used: ${r.rel}: ${r.reason}`);

@@ -406,7 +406,7 @@ export class FineTuneTrainer {
 
   /** A head model holding the current head weights. */
   toHead(): tf.LayersModel {
-    const head = buildHead({ inputDim: this.dim, units: this.cfg.units, dropout: this.cfg.dropout, dropout2: this.cfg.dropout2, seed: this.cfg.seed });
+    const head = buildHead({ inputDim: this.dim, units: this.cfg.units, dropout: this.cfg.dropout, dropout2: this.cfg.dropout2, seed: this.cfg.seed, numClasses: this.classes });
     setHeadWeights(head, this.headVars);
     return head;
   }
