@@ -1,9 +1,9 @@
 // `npm run demo [-- --serve] [--port N] [--model DIR] [--out DIR]`: a static web page in out/demo/ that classifies
 // images in the browser with the saved model. Everything it loads sits beside it, by relative URL: the model
-// (model/: model.json, weights, metadata.json), tfjs and its wasm backend from node_modules (vendor/), the 32x32
-// reduction (pixels.js: lib/data/pixels.ts transpiled, so the page and `npm run predict` share one implementation),
-// and one test image per class (samples/, PNG): CIFAR-10's from images 0-999, or, for a model trained on a folder,
-// from that folder's test split at the model's input size. --serve serves the folder on
+// (model/: model.json, weights, metadata.json), tfjs and its wasm and webgpu backends from node_modules (vendor/),
+// the 32x32 reduction (pixels.js: lib/data/pixels.ts transpiled, so the page and `npm run predict` share one
+// implementation), and one test image per class (samples/, PNG): CIFAR-10's from images 0-999, or, for a model
+// trained on a folder, from that folder's test split at the model's input size. --serve serves the folder on
 // http://127.0.0.1:PORT/; any static host works the same (file:// does not: browsers refuse to fetch from it).
 import { PIXELS_PER_IMAGE } from '../lib/data/cifar10';
 import { loadDataset, datasetSplits, DatasetSettings } from '../lib/data/dataset';
@@ -33,7 +33,10 @@ const VENDOR = [
   '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm',
   '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm',
   '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm',
+  // the UMD bundle, beside tf.min.js (it extends window.tf); it registers 'webgpu' only where navigator.gpu exists
+  '@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js',
 ];
+const OPTIONAL_VENDOR = ['@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js'];
 
 export interface Sample {
   /** size x size RGB pixels. */
@@ -99,7 +102,17 @@ export function buildDemo(opts: { modelDir: string; outDir: string; samples: Sam
   const json = JSON.parse(fs.readFileSync(path.join(modelDir, 'model.json'), 'utf8'));
   const files = ['model.json', METADATA_FILE, ...json.weightsManifest.flatMap((g: { paths: string[] }) => g.paths)];
   for (const f of files) fs.copyFileSync(path.join(modelDir, f), path.join(outDir, 'model', f));
-  for (const v of VENDOR) fs.copyFileSync(require.resolve(v, { paths: [PROJECT_ROOT] }), path.join(outDir, 'vendor', path.basename(v)));
+  for (const v of VENDOR) {
+    let from: string;
+    try {
+      from = require.resolve(v, { paths: [PROJECT_ROOT] });
+    } catch (err) {
+      // tfjs-backend-webgpu is an optional dependency: without it the page's <script> 404s and it runs on wasm
+      if (OPTIONAL_VENDOR.includes(v)) continue;
+      throw err;
+    }
+    fs.copyFileSync(from, path.join(outDir, 'vendor', path.basename(v)));
+  }
   for (const f of fs.readdirSync(PAGE)) fs.copyFileSync(path.join(PAGE, f), path.join(outDir, f));
   const pixels = ts.transpileModule(fs.readFileSync(path.join(PROJECT_ROOT, 'lib', 'data', 'pixels.ts'), 'utf8'), {
     compilerOptions: { module: ts.ModuleKind.ES2020, target: ts.ScriptTarget.ES2020 },

@@ -4,6 +4,11 @@
 // package), a CPU rasteriser: slow, so the shapes are small (the whole file takes ~15 s here). Every read is async:
 // in Node, dataSync() cannot read a tensor back from webgpu.
 //
+// The project's feature extraction (lib/features/features.ts extractFeatures) on webgpu, in a child process started
+// with TFJS_BACKEND=webgpu, must give the reference backend's features for 8 CIFAR-10 test images, both real
+// backbones at 96 px (~55 s on SwiftShader; skipped without CIFAR-10 or the weights, and when TFJS_BACKEND names
+// another backend: CI runs it once, in its webgpu step).
+//
 // Also the ladder (lib/engine/backend.ts) with an injected adapter probe: a software-only adapter is skipped with the
 // reason, a forced TFJS_BACKEND=webgpu uses it, a hardware adapter beats tensorflow on the CPU but not on a GPU.
 //
@@ -11,8 +16,15 @@
 // chromium, so SwiftShader is there: a skip would hide a broken setup).
 import { test, describe, before } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../lib/engine/backend';
+import { locateCifar10, readFirstTestImages } from '../lib/data/cifar10';
+import { BackboneName, findBackboneDir } from '../lib/features/backbones';
+import { extractFeatures } from '../lib/features/features';
 import { AdapterDescription, describeAdapter, tryWebgpu, WEBGPU_SYNC_READ_ERROR } from '../lib/engine/webgpu';
 
 const IN_CI = process.env.CI === 'true';
@@ -278,5 +290,119 @@ describe(`webgpu agrees with the reference backend (tensorflow, or tfjs cpu with
     // One vector: the biases alone are near zero, their scale is the kernels'.
     const flat = (ws: Float32Array[]) => [Float32Array.from(ws.slice(1).flatMap((w) => Array.from(w)))];
     agree(t, 'trained weights', flat(ref), flat(gpu));
+  });
+});
+
+// ---- the project's feature extraction on webgpu
+
+const ROOT = path.resolve(__dirname, '..');
+const FEATURE_IMAGES = 8;
+const FEATURE_RESOLUTION = 96;
+const FEATURE_BACKBONES: BackboneName[] = ['mobilenet_v1_0.75', 'mobilenet_v2'];
+// Tolerance: max|webgpu - reference| <= 5e-5 x max|reference| per backbone (max|reference| is 6: the features are
+// average-pooled relu6 outputs). Measured here, 8 images at 96 px, batches of 4: webgpu vs tensorflow 7.8e-6
+// (mobilenet_v1_0.75, 4.7e-5 absolute) and 4.5e-6 (mobilenet_v2, 2.7e-5), about 60x the single-op ratios above,
+// because float32 rounding grows through 28 / 52 conv layers (BN folded, sums of up to 1280 terms). The two engines
+// the project already accepts differ by more: wasm (eager, as webgpu is) vs tensorflow (a frozen TF graph)
+// 1.4e-5 and 1.1e-5. 5e-5 is ~6x the webgpu figure; a wrong padding, stride, layout or BN fold moves features by
+// O(0.1-1), i.e. 1e-2 of max|reference| or more.
+const FEATURE_REL_TOL = 5e-5;
+
+/** extractFeatures in a fresh process with TFJS_BACKEND=webgpu (the backend is per process): its rows, its backend. */
+function webgpuFeatures(pixelsFile: string, outFile: string): Promise<{ stdout: string; stderr: string }> {
+  const lib = (f: string) => JSON.stringify(path.join(ROOT, 'lib', f));
+  const child = `
+    const fs = require('fs');
+    const tf = require('@tensorflow/tfjs');
+    const { extractFeatures } = require(${lib('features/features')});
+    (async () => {
+      const [pixelsFile, outFile, n, resolution, ...backbones] = process.argv.slice(1);
+      const images = new Uint8Array(fs.readFileSync(pixelsFile));
+      const out = { backend: null, features: {}, ms: {} };
+      for (const backbone of backbones) {
+        const t0 = Date.now();
+        const f = await extractFeatures({ images, n: Number(n) }, { backbone, resolution: Number(resolution), cache: false, workers: 0, batchSize: 4, progress: false });
+        out.ms[backbone] = Date.now() - t0;
+        out.features[backbone] = Array.from(f.data);
+        out.backend = tf.getBackend();
+      }
+      fs.writeFileSync(outFile, JSON.stringify(out));
+    })().catch((err) => { console.error(err && err.stack || String(err)); process.exit(1); });`;
+  const args = ['--require', 'ts-node/register/transpile-only', '-e', child, pixelsFile, outFile, String(FEATURE_IMAGES), String(FEATURE_RESOLUTION), ...FEATURE_BACKBONES];
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, args, { cwd: ROOT, env: { ...process.env, TFJS_BACKEND: 'webgpu' }, timeout: 240_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`the webgpu child failed (${err.message.split('\n')[0]}):\n${stderr}\n${stdout}`));
+      else resolve({ stdout, stderr });
+    });
+  });
+}
+
+describe('feature extraction (lib/features) on webgpu agrees with the reference backend', () => {
+  test(`${FEATURE_IMAGES} CIFAR-10 test images at ${FEATURE_RESOLUTION} px, ${FEATURE_BACKBONES.join(' and ')}`, { timeout: 300_000 }, async (t) => {
+    // The slowest test of the suite on SwiftShader, and the same whatever TFJS_BACKEND says (the reference is always
+    // tensorflow): .ci/run runs it once, in its TFJS_BACKEND=webgpu step, not in each backend's pass.
+    const forced = process.env.TFJS_BACKEND;
+    if (forced && forced !== 'webgpu' && forced !== 'auto') return t.skip(`SKIPPED, NOT RUN: TFJS_BACKEND=${forced} (runs when TFJS_BACKEND is webgpu or unset: ~55 s on SwiftShader)`);
+    const cifar = locateCifar10();
+    const missing = FEATURE_BACKBONES.filter((b) => !findBackboneDir(b));
+    if (!cifar || missing.length) {
+      return t.skip(`SKIPPED, NOT RUN: ${!cifar ? 'CIFAR-10 not found (set CIFAR10_DIR)' : `no weights for ${missing.join(', ')} (set BACKBONES_DIR)`}`);
+    }
+    const why = await webgpuUnavailable();
+    if (why) {
+      if (IN_CI) assert.fail(`${why} (CI=true: SwiftShader comes with Debian's chromium package, which .ci/run installs)`);
+      return t.skip(`SKIPPED, NOT RUN: ${why}`);
+    }
+    const { images, n } = readFirstTestImages(cifar, FEATURE_IMAGES);
+    assert.equal(n, FEATURE_IMAGES);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webgpu-features-'));
+    try {
+      const pixelsFile = path.join(dir, 'pixels.bin');
+      const outFile = path.join(dir, 'features.json');
+      fs.writeFileSync(pixelsFile, images);
+      const started = Date.now();
+      const child = webgpuFeatures(pixelsFile, outFile);
+      child.catch(() => {}); // awaited below; the reference runs meanwhile
+
+      let refName: string;
+      try {
+        refName = (await initBackend({ reset: true, prefer: 'tensorflow', log: () => {} })).name;
+      } catch {
+        refName = (await initBackend({ reset: true, prefer: 'cpu', log: () => {}, warn: () => {} })).name;
+      }
+      const ref: Record<string, Float32Array> = {};
+      for (const backbone of FEATURE_BACKBONES) {
+        ref[backbone] = (await extractFeatures({ images, n }, { backbone, resolution: FEATURE_RESOLUTION, cache: false, workers: 0, batchSize: 4, progress: false })).data;
+      }
+      await child;
+      const got = JSON.parse(fs.readFileSync(outFile, 'utf8')) as { backend: string; features: Record<string, number[]>; ms: Record<string, number> };
+      assert.equal(got.backend, 'webgpu', 'the child ran on webgpu');
+      t.diagnostic(`webgpu child: ${FEATURE_BACKBONES.map((b) => `${b} ${got.ms[b]} ms`).join(', ')}; ${Date.now() - started} ms in all`);
+      for (const backbone of FEATURE_BACKBONES) {
+        const r = ref[backbone];
+        const g = Float32Array.from(got.features[backbone]);
+        assert.equal(g.length, r.length, `${backbone}: feature count`);
+        const dim = r.length / n;
+        let scale = 0;
+        let worst = 0;
+        for (let j = 0; j < r.length; j++) {
+          scale = Math.max(scale, Math.abs(r[j]));
+          worst = Math.max(worst, Math.abs(r[j] - g[j]));
+        }
+        // Different images must differ by far more than the tolerance, or agreement would prove nothing.
+        let apart = Infinity;
+        for (let i = 1; i < n; i++) {
+          let d = 0;
+          for (let j = 0; j < dim; j++) d = Math.max(d, Math.abs(r[i * dim + j] - r[j]));
+          apart = Math.min(apart, d);
+        }
+        t.diagnostic(`${backbone} features, webgpu vs ${refName}: max|diff| ${worst.toExponential(2)}, max|ref| ${scale.toFixed(3)}, ratio ${(worst / scale).toExponential(2)} (tolerance ${FEATURE_REL_TOL}); images differ from image 0 by >= ${apart.toFixed(3)}`);
+        assert.ok(scale > 0.1, `${backbone}: reference features are degenerate`);
+        assert.ok(apart > 100 * FEATURE_REL_TOL * scale, `${backbone}: two images give nearly the same features`);
+        assert.ok(worst <= FEATURE_REL_TOL * scale, `${backbone}: max |webgpu - ${refName}| = ${worst.toExponential(2)} > ${FEATURE_REL_TOL} x ${scale.toFixed(3)}`);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

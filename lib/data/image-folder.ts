@@ -485,7 +485,10 @@ export async function decodeImageBuffer(buf: Buffer, file: string, opts: DecodeO
   } catch (err) {
     if (err instanceof Unusable) throw new Error(`${file}: ${err.message}`);
     // sharp/libvips and bmp-ts messages for broken data: truncated, bad markers, bad CRCs, short reads.
-    throw new Error(`${file}: corrupt or truncated ${FORMAT_NAME[format]} (${oneLine(err)})`);
+    // libvips' own text for the warning that failed the decode is sometimes replaced by sharp's generic line (its
+    // error buffer is shared by the threads decoding at once): say what that line means instead of quoting it.
+    const why = oneLine(err).replace(/^Warning treated as error due to failOn setting$/, 'libvips warned while decoding it: damaged or incomplete data');
+    throw new Error(`${file}: corrupt or truncated ${FORMAT_NAME[format]} (${why})`);
   }
 }
 

@@ -72,9 +72,11 @@ export interface FineTuneConfig extends TrainConfig {
 
 /** Said when fine-tuning is asked for on a backend without the convolution backprop kernels. */
 export function fineTuneBackendError(backend: string): string | null {
-  return backend === 'tensorflow'
-    ? null
-    : `fine-tuning (trainable blocks > 0) needs the tensorflow backend: ${backend} has no Conv2DBackpropFilter / DepthwiseConv2dNative backprop kernels (run \`npm run setup:native\`, or use trainable blocks 0)`;
+  if (backend === 'tensorflow') return null;
+  // webgpu has the backprop kernels (test/webgpu.test.ts checks a conv2d gradient), but the fine-tuning loop still
+  // reads its losses and predictions synchronously, which webgpu in Node cannot do.
+  if (backend === 'webgpu') return 'fine-tuning (trainable blocks > 0) runs on the tensorflow backend only for now: its training loop reads tensors synchronously, which webgpu in Node cannot (use trainable blocks 0, or TFJS_BACKEND=tensorflow)';
+  return `fine-tuning (trainable blocks > 0) needs the tensorflow backend: ${backend} has no Conv2DBackpropFilter / DepthwiseConv2dNative backprop kernels (run \`npm run setup:native\`, or use trainable blocks 0)`;
 }
 
 /** Head weights that train (headWeights order: gamma, beta, movingMean, movingVar, w1, b1, w2, b2; no BN affine). */

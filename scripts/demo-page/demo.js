@@ -33,23 +33,46 @@ class ResizeNormalize extends tf.layers.Layer {
 }
 tf.serialization.registerClass(ResizeNormalize);
 
-/** State for scripted checks (test/demo.test.ts): `predictions` counts results, `last` is the latest. */
-const demo = (window.demo = { status: 'loading', backend: null, predictions: 0, last: null, error: null });
+/**
+ * State for scripted checks (test/demo.test.ts): `backend` is the tfjs backend in use, `adapter` the WebGPU adapter the
+ * browser gave (null: none, or not asked because ?backend= forced another), `predictions` counts results, `last` is
+ * the latest.
+ */
+const demo = (window.demo = { status: 'loading', backend: null, adapter: null, predictions: 0, last: null, error: null });
 
 function setStatus(text, isError = false) {
   $('status').textContent = text;
   $('status').className = isError ? 'error' : '';
 }
 
+/** The browser's WebGPU adapter, described ("google swiftshader, software fallback adapter"), or null when it gives none. */
+async function webgpuAdapter() {
+  if (!navigator.gpu || !tf.findBackendFactory('webgpu')) return null; // no WebGPU here (or not a secure context)
+  try {
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) return null;
+    const info = adapter.info ?? {};
+    const fallback = Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter);
+    const name = [info.vendor, info.architecture].filter(Boolean).join(' ') || 'unknown adapter';
+    return { vendor: info.vendor ?? '', architecture: info.architecture ?? '', fallback, text: `${name}${fallback ? ', software fallback adapter' : ''}` };
+  } catch {
+    return null;
+  }
+}
+
 /**
- * wasm first (SIMD, single-threaded: no cross-origin isolation needed; the .wasm files sit in vendor/): it computes
- * in float32 like Node, and measured faster than webgl on a machine whose WebGL is software. Then webgl, then plain
- * JS. ?backend=NAME forces one.
+ * webgpu when the browser gives an adapter (navigator.gpu.requestAdapter()), else wasm (SIMD, single-threaded: no
+ * cross-origin isolation needed; the .wasm files sit in vendor/): both compute in float32 like Node, and wasm measured
+ * faster than webgl on a machine whose WebGL is software. Then webgl, then plain JS. ?backend=NAME forces one.
+ * Every result is read asynchronously (await data()): on webgpu a synchronous read stalls the page and, on Chromium's
+ * SwiftShader adapter, was measured to return zeros.
  */
 async function startBackend() {
   tf.wasm.setWasmPaths('vendor/');
   const forced = new URLSearchParams(location.search).get('backend');
-  for (const name of forced ? [forced] : ['wasm', 'webgl', 'cpu']) {
+  demo.adapter = !forced || forced === 'webgpu' ? await webgpuAdapter() : null;
+  const order = forced ? [forced] : demo.adapter ? ['webgpu', 'wasm', 'webgl', 'cpu'] : ['wasm', 'webgl', 'cpu'];
+  for (const name of order) {
     try {
       if (await tf.setBackend(name)) {
         await tf.ready();
@@ -60,6 +83,15 @@ async function startBackend() {
     }
   }
   throw new Error(`no TensorFlow.js backend starts in this browser${forced ? ` (asked for ${forced})` : ''}`);
+}
+
+/** "webgpu (google swiftshader, software fallback adapter)", "wasm (no WebGPU adapter)", "cpu (forced by ?backend=cpu)". */
+function backendText() {
+  const forced = new URLSearchParams(location.search).get('backend');
+  const why = demo.backend === 'webgpu' && demo.adapter ? demo.adapter.text
+    : forced ? `forced by ?backend=${forced}`
+      : demo.adapter ? `WebGPU adapter ${demo.adapter.text} did not start` : 'no WebGPU adapter';
+  return `${demo.backend} (${why})`;
 }
 
 let model;
@@ -94,7 +126,7 @@ async function start() {
     $('samples').append(b);
   }
   demo.status = 'ready';
-  setStatus(`Ready (TensorFlow.js backend: ${demo.backend}).`);
+  setStatus(`Ready. TensorFlow.js backend: ${backendText()}.`);
 }
 
 /** RGB bytes of an image file as the browser decodes it, without colour management (as pngjs/jpeg-js read it). */
@@ -115,7 +147,8 @@ async function classify(blob, caption) {
   demo.status = 'busy';
   const img = await decode(blob, caption ?? blob.name ?? 'your image');
   const pixels = resizeTo(fit ? fitSquare(img, fit) : img, size);
-  // Asynchronous read: on webgpu and webgl a synchronous one stalls the page (and on webgpu can return stale data).
+  // Asynchronous read only: on webgpu and webgl a synchronous one stalls the page, and on Chromium's SwiftShader WebGPU
+  // adapter dataSync() was measured to return zeros where data() is right, and to break every later read.
   const out = tf.tidy(() => model.predict(tf.tensor4d(Float32Array.from(pixels), [1, size, size, 3])));
   const probs = await out.data();
   out.dispose();
@@ -125,7 +158,7 @@ async function classify(blob, caption) {
   demo.last = { caption, width: img.width, height: img.height, pixels: Array.from(pixels), probs: Array.from(probs), top };
   demo.predictions++;
   demo.status = 'ready';
-  setStatus(`Ready (TensorFlow.js backend: ${demo.backend}).`);
+  setStatus(`Ready. TensorFlow.js backend: ${backendText()}.`);
 }
 
 function show(blob, caption, pixels, top) {
