@@ -108,7 +108,8 @@ async function measure(a: Args): Promise<BackendResult> {
   const dim = backbones.reduce((s, b) => s + BACKBONES[b].featureSize, 0);
   const h = buildHead({ inputDim: dim, units: 256, dropout: 0.3 });
   const assembled = await assembleModel({ backbones, resolution, head: h, backbonesDir: undefined });
-  await saveModel(assembled, { backbones, resolution, classNames: [], head: { inputDim: dim, units: 256, dropout: 0.3 }, metrics: {}, date: '', gitCommit: null }, dir);
+  // Ten class names for its ten outputs: loadModel refuses a model whose metadata disagrees with it.
+  await saveModel(assembled, { backbones, resolution, classNames: Array.from({ length: 10 }, (_, i) => `class ${i}`), head: { inputDim: dim, units: 256, dropout: 0.3 }, metrics: {}, date: '', gitCommit: null }, dir);
   assembled.dispose();
   h.dispose();
   const { model } = await loadModel(dir);
