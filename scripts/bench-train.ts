@@ -40,11 +40,11 @@ export async function benchHead(o: Partial<Pick<HeadBench, 'n' | 'dim' | 'units'
   const d: LabeledFeatures = { views: [data], labels: Uint8Array.from({ length: n }, (_, i) => i % 10), n, dim };
 
   const trainer = new HeadTrainer(dim, { ...DEFAULT_TRAIN, units, batchSize, bnAffine });
-  trainer.trainEpoch({ ...d, n: batchSize * 4, views: [data.subarray(0, batchSize * 4 * dim)] }, 0); // warm-up
+  await trainer.trainEpoch({ ...d, n: batchSize * 4, views: [data.subarray(0, batchSize * 4 * dim)] }, 0); // warm-up
   const epochs: number[] = [];
   for (let e = 0; e < 2; e++) {
     const t0 = performance.now();
-    trainer.trainEpoch(d, e);
+    await trainer.trainEpoch(d, e);
     epochs.push((performance.now() - t0) / 1000);
   }
   trainer.dispose();

@@ -296,7 +296,7 @@ test('the training step as one TF graph computes the eager step: loss, every wei
     const dim = s.reduce((p, q) => p * q, 1);
     return { backbone: (['mobilenet_v2', 'mobilenet_v1_0.75'] as const)[i], cut: i === 0 ? 'block_12_add' : null, shape: s, data: { views: [random(7 * dim, 50 + i)], labels: new Uint8Array(7), n: 7, dim } };
   }));
-  assert.ok(maxAbsDiff(g.predict(set), e.predict(set)) < 1e-5, 'inference graph == eager predictions');
+  assert.ok(maxAbsDiff(await g.predict(set), await e.predict(set)) < 1e-5, 'inference graph == eager predictions');
   const [fg, fe] = [g.pooledFeatures(set).views[0], e.pooledFeatures(set).views[0]];
   assert.ok(maxAbsDiff(fg, fe) < 1e-4 * Array.from(fe).reduce((m, x) => Math.max(m, Math.abs(x)), 1), 'inference graph == eager features');
   tf.dispose([...wg, ...we]);
@@ -358,7 +358,7 @@ test('a bfloat16 training step follows the float32 one (loss, then the same desc
   }));
   const wf = f.weights();
   b.setWeights(wf);
-  assert.ok(maxAbsDiff(b.predict(set), f.predict(set)) < 1e-6, 'bfloat16-trained trainer infers in float32');
+  assert.ok(maxAbsDiff(await b.predict(set), await f.predict(set)) < 1e-6, 'bfloat16-trained trainer infers in float32');
   tf.dispose(wf);
   f.dispose();
   b.dispose();

@@ -1,7 +1,7 @@
 // Evaluating a classifier's predictions: accuracy, per-class precision/recall/F1, confusion matrix, most-confused
 // pairs, top losses, and test-time augmentation (average of plain + flipped predictions). Every report names its
 // split, because in the shared copy only test images 0-999 are exact (see lib/data/cifar10 EXACT_TEST_RANGE).
-import { mapRowBatches } from '../engine/batches';
+import { mapRowBatchesSync } from '../engine/batches';
 import { percent } from '../util/format';
 import * as tf from '@tensorflow/tfjs';
 import { formatTable } from '../experiment/runs';
@@ -154,7 +154,7 @@ export function predictFeatures(head: tf.LayersModel, features: Float32Array, n:
   if (features.length !== n * dim) throw new Error(`features have ${features.length} values, expected ${n} x ${dim}`);
   // One predict call per chunk with batchSize = chunk: predict's default (32) slices the input tensor per
   // mini-batch, and each slice of a 2000-row tensor costs more than the forward pass itself on wasm.
-  return mapRowBatches(n, batchSize, head.outputs[0].shape[1] as number, (s, m) =>
+  return mapRowBatchesSync(n, batchSize, head.outputs[0].shape[1] as number, (s, m) =>
     head.predict(tf.tensor2d(features.subarray(s * dim, (s + m) * dim), [m, dim]), { batchSize: m }) as tf.Tensor,
   );
 }

@@ -8,7 +8,7 @@ import { imageBytes, sideOf } from '../data/image-set';
 import type { Cifar10 } from '../data/cifar10';
 import type { Dataset } from '../data/dataset';
 import { flipHorizontal } from '../data/augment';
-import { mapRowBatches } from '../engine/batches';
+import { mapRowBatchesSync } from '../engine/batches';
 import { HEAD_LAYER_NAMES, imageSizeOf, ModelMetadata, predictPixels } from '../model/classifier';
 import { ModelRef, resolveModel } from '../model/registry';
 import { ExperimentConfig } from '../settings/config';
@@ -121,7 +121,7 @@ export function modelFeatures(model: tf.LayersModel, images: Uint8Array, n: numb
   const dim = input.shape[input.shape.length - 1] as number;
   const side = sideOf(images.length, n, 'modelFeatures: images');
   const per = imageBytes(side);
-  const data = mapRowBatches(n, 32, dim, (s, m) =>
+  const data = mapRowBatchesSync(n, 32, dim, (s, m) =>
     sub.predict(tf.tensor4d(Float32Array.from(images.subarray(s * per, (s + m) * per)), [m, side, side, 3])) as tf.Tensor,
   );
   return { data, dim };

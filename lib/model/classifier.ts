@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic';
-import { mapRowBatches } from '../engine/batches';
+import { mapRowBatchesSync } from '../engine/batches';
 import { BackboneName, BACKBONES, loadBackbone, readModelJson, readWeights } from '../features/backbones';
 import { ensureSavedModel, FrozenGraph, loadFrozenGraph } from '../engine/graph';
 import { dataDir, PROJECT_ROOT } from '../settings/paths';
@@ -348,7 +348,7 @@ export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: numb
   const wants = model.inputs[0].shape[1];
   if (n > 0 && side !== wants) throw new Error(`predictPixels: images are ${side}x${side} px, the model takes ${wants}x${wants}`);
   const per = imageBytes(side);
-  return mapRowBatches(n, step, k, (s, m) => {
+  return mapRowBatchesSync(n, step, k, (s, m) => {
     const x = tf.tensor4d(Float32Array.from(pixels.subarray(s * per, (s + m) * per)), [m, side, side, 3]);
     if (graph) return graph.predict(x);
     return model.predict(x, { batchSize: m }) as tf.Tensor; // one pass: predict's own batching slices per 32

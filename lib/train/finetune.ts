@@ -22,6 +22,7 @@ import { rng, shuffle } from '../util/random';
 import { GraphFunction, loadStepGraphs, StepGraphSpec, stepNames, TRUNK_PRECISIONS, TrunkPrecision } from '../engine/train-graph';
 import { Trunk } from '../model/trunk';
 import { ADAM, adamAssign, adamCoefficients, adamConstants, adamMoments } from './adam';
+import { mapRowBatches } from '../engine/batches';
 
 /** One backbone's share of a fine-tuning set: the activation at its cut (trained trunk) or its pooled features. */
 export interface FineTunePart {
@@ -360,23 +361,16 @@ export class FineTuneTrainer {
     });
   }
 
-  /** Class probabilities [n*10] of one view, inference mode. */
-  predict(set: FineTuneSet, view = 0, batchSize = 256): Float32Array {
+  /** Class probabilities [n*10] of one view, inference mode (read with `await data()`: webgpu cannot read synchronously). */
+  predict(set: FineTuneSet, view = 0, batchSize = 256): Promise<Float32Array> {
     const rows = Int32Array.from({ length: set.n }, (_, i) => i);
     const views = new Uint8Array(set.n).fill(view);
-    const out = new Float32Array(set.n * this.classes);
-    for (let s = 0; s < set.n; s += batchSize) {
-      const m = Math.min(batchSize, set.n - s);
-      const p = this.inferBatch(this.batchTensors(set, rows, views, s, m), 'probs');
-      out.set(p.dataSync() as Float32Array, s * this.classes);
-      p.dispose();
-    }
-    return out;
+    return mapRowBatches(set.n, batchSize, this.classes, (s, m) => this.inferBatch(this.batchTensors(set, rows, views, s, m), 'probs'));
   }
 
   /** Validation loss (plain cross-entropy) and accuracy on the plain view. */
-  evaluate(set: FineTuneSet): { loss: number; acc: number } {
-    return lossAndAccuracy(this.predict(set), set.labels);
+  async evaluate(set: FineTuneSet): Promise<{ loss: number; acc: number }> {
+    return lossAndAccuracy(await this.predict(set), set.labels);
   }
 
   /** The pooled features the head reads ([n, D] per view): what evaluation and the saved-model check use. */
