@@ -210,7 +210,7 @@ test('fine-tuning trains the trunk and the head, and the saved end-to-end model 
     const testFeat = ft.features(testData);
     assert.equal(testFeat.dim, 768 + 1280);
     const splits: Splits = { classNames: ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"], train, val, testExact: testSet, testFull: testSet };
-    const evals = evaluateHead(ft.head, valFeat, testFeat, splits);
+    const evals = await evaluateHead(ft.head, valFeat, testFeat, splits);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetuned-model-'));
     const saved = await saveClassifier({
       head: ft.head, params: { backbones: [...backbones], resolution: RES, views: ['plain', 'flip'], tta: true }, splits, test: testFeat, evals,
@@ -219,7 +219,7 @@ test('fine-tuning trains the trunk and the head, and the saved end-to-end model 
     assert.ok(saved.maxDiff < 1e-4, `pixels path == cached path: max |dp| ${saved.maxDiff}`);
     const { model, metadata } = await loadModel(dir);
     assert.equal((metadata.regime as any).name, 'fine-tune mobilenet_v2 top 1');
-    const p = predictPixels(model, testSet.images, testSet.n);
+    const p = await predictPixels(model, testSet.images, testSet.n);
     const viaHead = tf.tidy(() => (ft.head.predict(tf.tensor2d(testFeat.views[0], [testSet.n, testFeat.dim])) as tf.Tensor).dataSync());
     assert.ok(maxAbsDiff(p, viaHead) < 1e-4, 'the reloaded model predicts what the fine-tuned head predicts on cached data');
     model.dispose();

@@ -119,7 +119,7 @@ test('a saved classifier: the maps come from its nested backbone, the class is i
   const n = 4;
   const images = fakeImages(n, 11);
   const r = classifierGradCam(clf, images, n);
-  const probs = predictPixels(clf.model, images, n);
+  const probs = await predictPixels(clf.model, images, n);
   assert.deepEqual(r.classes, Array.from({ length: n }, (_, i) => argmax(probs.subarray(i * 10, i * 10 + 10))), 'explains the model\'s own prediction');
   // The fake backbone has one stride-2 conv: 64 px -> a 32x32 map.
   assert.deepEqual(r.maps.map((m) => [m.name, m.h, m.w, m.data.length]), [['mobilenet_v1_0.75', 32, 32, n * 32 * 32]]);

@@ -24,14 +24,3 @@ export async function mapRowBatches(n: number, batchSize: number, width: number,
   return out;
 }
 
-/** The synchronous version (dataSync): throws on webgpu in Node for GPU tensors. Being replaced by mapRowBatches. */
-export function mapRowBatchesSync(n: number, batchSize: number, width: number, run: (start: number, m: number) => tf.Tensor): Float32Array {
-  const out = new Float32Array(n * width);
-  for (let s = 0; s < n; s += batchSize) {
-    const m = Math.min(batchSize, n - s);
-    const p = tf.tidy(() => run(s, m));
-    out.set(p.dataSync() as Float32Array, s * width);
-    p.dispose();
-  }
-  return out;
-}

@@ -1,7 +1,7 @@
 // Evaluating a classifier's predictions: accuracy, per-class precision/recall/F1, confusion matrix, most-confused
 // pairs, top losses, and test-time augmentation (average of plain + flipped predictions). Every report names its
 // split, because in the shared copy only test images 0-999 are exact (see lib/data/cifar10 EXACT_TEST_RANGE).
-import { mapRowBatchesSync } from '../engine/batches';
+import { mapRowBatches } from '../engine/batches';
 import { percent } from '../util/format';
 import * as tf from '@tensorflow/tfjs';
 import { formatTable } from '../experiment/runs';
@@ -150,21 +150,21 @@ export function evaluate(
 }
 
 /** Head probabilities on cached features [n, dim], in batches. */
-export function predictFeatures(head: tf.LayersModel, features: Float32Array, n: number, dim: number, batchSize = 2000): Float32Array {
+export function predictFeatures(head: tf.LayersModel, features: Float32Array, n: number, dim: number, batchSize = 2000): Promise<Float32Array> {
   if (features.length !== n * dim) throw new Error(`features have ${features.length} values, expected ${n} x ${dim}`);
   // One predict call per chunk with batchSize = chunk: predict's default (32) slices the input tensor per
   // mini-batch, and each slice of a 2000-row tensor costs more than the forward pass itself on wasm.
-  return mapRowBatchesSync(n, batchSize, head.outputs[0].shape[1] as number, (s, m) =>
+  return mapRowBatches(n, batchSize, head.outputs[0].shape[1] as number, (s, m) =>
     head.predict(tf.tensor2d(features.subarray(s * dim, (s + m) * dim), [m, dim]), { batchSize: m }) as tf.Tensor,
   );
 }
 
 /** Test-time augmentation: the mean of the head's probabilities over views (e.g. [plain, flip]) of the same images. */
-export function predictFeaturesTTA(head: tf.LayersModel, views: Float32Array[], n: number, dim: number): Float32Array {
+export async function predictFeaturesTTA(head: tf.LayersModel, views: Float32Array[], n: number, dim: number): Promise<Float32Array> {
   if (!views.length) throw new Error('predictFeaturesTTA: no views');
-  const sum = predictFeatures(head, views[0], n, dim);
+  const sum = await predictFeatures(head, views[0], n, dim);
   for (const v of views.slice(1)) {
-    const p = predictFeatures(head, v, n, dim);
+    const p = await predictFeatures(head, v, n, dim);
     for (let i = 0; i < sum.length; i++) sum[i] += p[i];
   }
   for (let i = 0; i < sum.length; i++) sum[i] /= views.length;

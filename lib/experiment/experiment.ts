@@ -348,10 +348,10 @@ export interface Evaluated {
 
 /** Every labelled split through the trained head (plain and TTA), on exactly the features it was trained on. */
 export async function evaluate(exp: Experiment, trained: Trained, data: RegimeData): Promise<Evaluated> {
-  return exp.timed('evaluation', () => {
+  return exp.timed('evaluation', async () => {
     const val = trained.headFeatures(data.val);
     const test = trained.headFeatures(data.test);
-    return { evals: evaluateHead(trained.head, val, test, exp.splits), val, test };
+    return { evals: await evaluateHead(trained.head, val, test, exp.splits), val, test };
   });
 }
 

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic';
-import { mapRowBatchesSync } from '../engine/batches';
+import { mapRowBatches } from '../engine/batches';
 import { BackboneName, BACKBONES, loadBackbone, readModelJson, readWeights } from '../features/backbones';
 import { ensureSavedModel, FrozenGraph, loadFrozenGraph } from '../engine/graph';
 import { dataDir, PROJECT_ROOT } from '../settings/paths';
@@ -338,7 +338,7 @@ export async function attachFrozenGraph(model: tf.LayersModel, a: tf.io.ModelArt
  * Class probabilities for uint8 NHWC pixels at the model's input size, in batches (keeps memory flat on large sets).
  * Returns a flat Float32Array [n * numClasses].
  */
-export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: number, batchSize?: number): Float32Array {
+export async function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: number, batchSize?: number): Promise<Float32Array> {
   const k = (model.outputs[0].shape[1] as number) ?? NUM_CLASSES;
   const graph = frozenGraphs.get(model);
   // 64 images per TF graph call (measured fastest); 32 eager: a MobileNet at 160 px holds ~2.5 MB of activations
@@ -348,7 +348,7 @@ export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: numb
   const wants = model.inputs[0].shape[1];
   if (n > 0 && side !== wants) throw new Error(`predictPixels: images are ${side}x${side} px, the model takes ${wants}x${wants}`);
   const per = imageBytes(side);
-  return mapRowBatchesSync(n, step, k, (s, m) => {
+  return mapRowBatches(n, step, k, (s, m) => {
     const x = tf.tensor4d(Float32Array.from(pixels.subarray(s * per, (s + m) * per)), [m, side, side, 3]);
     if (graph) return graph.predict(x);
     return model.predict(x, { batchSize: m }) as tf.Tensor; // one pass: predict's own batching slices per 32
