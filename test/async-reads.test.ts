@@ -5,7 +5,7 @@
 //    except the entries of ALLOWED below, each naming the one read it allows and why it can never run on webgpu. An
 //    entry whose read is gone fails too, so the list stays exact.
 // 2. On webgpu itself (SwiftShader without a GPU): head training (trainHead: its steps' loss reads, validation each
-//    epoch) and evaluation (predictFeatures, headProbabilities) run and agree with the reference backend. A synchronous
+//    epoch), evaluation (predictFeatures, headProbabilities) and Grad-CAM run and agree with the reference backend. A synchronous
 //    read that sneaks back into those paths throws there (checked below: a sync read of a GPU tensor does throw).
 //    Skipped, saying why, when webgpu cannot start here; under CI=true that is a failure.
 import { test, describe, before } from 'node:test';
@@ -19,6 +19,8 @@ import { tryWebgpu, WEBGPU_SYNC_READ_ERROR } from '../lib/engine/webgpu';
 import { trainHead } from '../lib/train/training-loop';
 import { predictFeatures } from '../lib/evaluate/evaluate';
 import { headProbabilities } from '../lib/experiment/pipeline';
+import { gradCam, headLogits } from '../lib/evaluate/gradcam';
+import { buildHead } from '../lib/model/classifier';
 import { initRuntimeContext } from '../lib/settings/context';
 import { blobs, maxAbsDiff } from './blobs';
 
@@ -170,5 +172,39 @@ describe('head training and evaluation on webgpu (every read async) agree with t
     const dt = maxAbsDiff(gpu.tta, ref.tta);
     t.diagnostic(`probabilities: max |dp| ${dp.toExponential(2)} plain, ${dt.toExponential(2)} TTA (webgpu vs ${reference})`);
     assert.ok(dp < 1e-4 && dt < 1e-4, `probabilities differ: ${dp}, ${dt}`);
+  });
+
+  test('Grad-CAM (a small conv backbone and a head)', { timeout: 120_000 }, async (t) => {
+    if (!gate(t)) return;
+    const pixels = blobs(4, 16 * 16 * 3, 3, 1).views[0];
+    const run = async (backend: string) => {
+      assert.ok(await tf.setBackend(backend), `${backend} did not start`);
+      const input = tf.input({ shape: [16, 16, 3] });
+      const conv = tf.layers.conv2d({ filters: 32, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 11 }) });
+      const model = tf.model({ inputs: input, outputs: conv.apply(input) as tf.SymbolicTensor }); // maps [4, 8, 8, 32]: on the GPU
+      const head = buildHead({ inputDim: 32, units: 16, dropout: 0.1, seed: 5 });
+      const x = tf.tensor4d(pixels, [4, 16, 16, 3]);
+      try {
+        return await gradCam({ backbones: [{ name: 'conv', model }], logits: headLogits(head), input: x });
+      } finally {
+        tf.dispose([x]);
+        model.dispose();
+        head.dispose();
+      }
+    };
+    let ref: Awaited<ReturnType<typeof run>>;
+    let gpu: Awaited<ReturnType<typeof run>>;
+    try {
+      ref = await run(reference);
+      gpu = await run('webgpu');
+    } finally {
+      await tf.setBackend(reference);
+    }
+    assert.deepEqual(gpu.classes, ref.classes, 'the explained classes (arg-max logits)');
+    const ds = maxAbsDiff(gpu.scores, ref.scores);
+    const dm = maxAbsDiff(gpu.maps[0].data, ref.maps[0].data);
+    t.diagnostic(`Grad-CAM webgpu vs ${reference}: scores max |d| ${ds.toExponential(2)}, maps (normalised to 1) max |d| ${dm.toExponential(2)}`);
+    assert.ok(ref.maps[0].data.some((v) => v > 0.5), 'the reference maps are not empty');
+    assert.ok(ds < 1e-4 && dm < 1e-4, `Grad-CAM differs: scores ${ds}, maps ${dm}`);
   });
 });

@@ -74,10 +74,9 @@ export interface FineTuneConfig extends TrainConfig {
 /** Said when fine-tuning is asked for on a backend without the convolution backprop kernels. */
 export function fineTuneBackendError(backend: string): string | null {
   if (backend === 'tensorflow') return null;
-  // webgpu has the backprop kernels (test/webgpu.test.ts checks a conv2d gradient) and the fine-tuning loop's reads
-  // are async now (trainStep, predict, pooledFeatures), but fine-tuning has not been run on webgpu end to end yet:
-  // extracting the cut activations takes ~2 s per image on SwiftShader, the only adapter here.
-  if (backend === 'webgpu') return 'fine-tuning (trainable blocks > 0) runs on the tensorflow backend only for now: it has not been checked on webgpu yet (use trainable blocks 0, or TFJS_BACKEND=tensorflow)';
+  // webgpu has the backprop kernels (test/webgpu.test.ts checks a conv2d gradient) and every read of the fine-tuning
+  // loop is async (trainStep, predict, pooledFeatures): it runs there on the eager engine (the graph engine needs TF).
+  if (backend === 'webgpu') return null;
   return `fine-tuning (trainable blocks > 0) needs the tensorflow backend: ${backend} has no Conv2DBackpropFilter / DepthwiseConv2dNative backprop kernels (run \`npm run setup:native\`, or use trainable blocks 0)`;
 }
 
