@@ -40,11 +40,11 @@ export async function benchHead(o: Partial<Pick<HeadBench, 'n' | 'dim' | 'units'
   const d: LabeledFeatures = { views: [data], labels: Uint8Array.from({ length: n }, (_, i) => i % 10), n, dim };
 
   const trainer = new HeadTrainer(dim, { ...DEFAULT_TRAIN, units, batchSize, bnAffine });
-  trainer.trainEpoch({ ...d, n: batchSize * 4, views: [data.subarray(0, batchSize * 4 * dim)] }, 0); // warm-up
+  await trainer.trainEpoch({ ...d, n: batchSize * 4, views: [data.subarray(0, batchSize * 4 * dim)] }, 0); // warm-up
   const epochs: number[] = [];
   for (let e = 0; e < 2; e++) {
     const t0 = performance.now();
-    trainer.trainEpoch(d, e);
+    await trainer.trainEpoch(d, e);
     epochs.push((performance.now() - t0) / 1000);
   }
   trainer.dispose();
@@ -114,12 +114,12 @@ export async function benchFineTuneStep(backbonesDir?: string, batchSize = 128, 
     const t = await new FineTuneTrainer([new Trunk(a.topology, cut, weightLookup(a.weightSpecs, a.weightData)), null], [shape, [768]], [1280, 768], cfg, undefined, engine).prepare();
     const batch = () => [tf.randomUniform([batchSize, ...shape], 0, 1), tf.randomUniform([batchSize, 768])];
     const y = new Float32Array(batchSize * 10).fill(0.1);
-    for (let k = 0; k < 3; k++) t.trainStep(batch(), y, 1e-4); // graph loading, kernel set-up
+    for (let k = 0; k < 3; k++) await t.trainStep(batch(), y, 1e-4); // graph loading, kernel set-up
     let spent = 0;
     for (let k = 0; k < steps; k++) {
       const inputs = batch(); // made outside the timed part
       const t0 = performance.now();
-      t.trainStep(inputs, y, 1e-4);
+      await t.trainStep(inputs, y, 1e-4);
       spent += performance.now() - t0;
     }
     ms[engine] = +(spent / steps).toFixed(1);

@@ -114,9 +114,9 @@ async function measure(a: Args): Promise<BackendResult> {
   h.dispose();
   const { model } = await loadModel(dir);
   const pn = Number(a['predict-n']);
-  predictPixels(model, data.images.subarray(0, 64 * PIXELS), 64); // warm-up
+  await predictPixels(model, data.images.subarray(0, 64 * PIXELS), 64); // warm-up
   const t0 = performance.now();
-  predictPixels(model, data.images.subarray(0, pn * PIXELS), pn);
+  await predictPixels(model, data.images.subarray(0, pn * PIXELS), pn);
   const predict = { images: pn, imagesPerSec: +(pn / ((performance.now() - t0) / 1000)).toFixed(1) };
   model.dispose();
   fs.rmSync(dir, { recursive: true, force: true });

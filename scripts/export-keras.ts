@@ -153,7 +153,7 @@ export function exportKeras(modelDir: string, out: string, bin = ensureVenv()): 
  */
 export async function checkKeras(modelDir: string, file: string, images: Uint8Array, n: number, bin = ensureVenv()): Promise<string> {
   const { model } = await loadModel(modelDir);
-  const probs = predictPixels(model, images, n);
+  const probs = await predictPixels(model, images, n);
   model.dispose();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keras-check-'));
   try {

@@ -91,7 +91,7 @@ after(() => {
 test('demo page in Chromium predicts what Node predicts, offline', { timeout: 180_000 }, async (t) => {
   if (SKIP) return t.skip(SKIP);
   const { model } = await loadModel(modelDir);
-  const want = files.map((f) => ({ ...f, ...predictFile(model, NAMES, f.file) }));
+  const want = await Promise.all(files.map(async (f) => ({ ...f, ...(await predictFile(model, NAMES, f.file)) })));
   model.dispose();
   for (let i = 1; i < want.length; i++) assert.notDeepEqual(want[i].top, want[0].top, 'test images must not all predict alike');
 
@@ -259,7 +259,7 @@ test('demo page on WebGPU (Chromium\'s SwiftShader adapter) predicts what Node p
   const picks = files.filter((f) => f.kind === 'sample' || path.basename(f.file) === 'big.png');
   assert.equal(picks.length, 4);
   const { model } = await loadModel(modelDir);
-  const want = picks.map((f) => ({ ...f, ...predictFile(model, NAMES, f.file, NAMES.length) }));
+  const want = await Promise.all(picks.map(async (f) => ({ ...f, ...(await predictFile(model, NAMES, f.file, NAMES.length)) })));
   model.dispose();
 
   const origin = `http://127.0.0.1:${(server!.address() as net.AddressInfo).port}`;

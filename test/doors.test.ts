@@ -86,8 +86,8 @@ test('npm start and the six notebooks are one experiment: same regime, same tabl
   const px = data.test.images.subarray(0, n * 3072);
   const a = await loadModel(path.join(models, startId));
   const b = await loadModel(path.join(models, notebookId));
-  const pa = predictPixels(a.model, px, n);
-  const pb = predictPixels(b.model, px, n);
+  const pa = await predictPixels(a.model, px, n);
+  const pb = await predictPixels(b.model, px, n);
   let maxDiff = 0;
   for (let i = 0; i < pa.length; i++) maxDiff = Math.max(maxDiff, Math.abs(pa[i] - pb[i]));
   t.diagnostic(`max |p(npm start's model) - p(notebook 05's model)| on ${n} test images: ${maxDiff.toExponential(2)}`);
@@ -115,7 +115,7 @@ test('npm start and the six notebooks are one experiment: same regime, same tabl
   const { predictFile } = await import('../lib/model/predict');
   const m = await loadModel(path.join(models, startId));
   for (const f of files) {
-    const top = predictFile(m.model, m.metadata.classNames, f).top.map((x) => `${x.name} ${(100 * x.probability).toFixed(1)}%`).join(', ');
+    const top = (await predictFile(m.model, m.metadata.classNames, f)).top.map((x) => `${x.name} ${(100 * x.probability).toFixed(1)}%`).join(', ');
     assert.ok(pred.stdout.includes(`${f}: ${top}`), `predict printed what the saved model gives: ${f}: ${top}\n${pred.stdout}`);
   }
   m.model.dispose();
@@ -159,7 +159,7 @@ test('npm start and the six notebooks are one experiment: same regime, same tabl
         await page.locator(`#samples button[data-file="${smp.file}"]`).click();
         await page.waitForFunction((n: number) => (globalThis as any).demo.predictions > n || (globalThis as any).demo.error, before, { timeout: 60_000 });
         const last = await page.evaluate(() => (globalThis as any).demo.last);
-        const want = predictFile(sm.model, sm.metadata.classNames, path.join(work, 'demo', smp.file)).top;
+        const want = (await predictFile(sm.model, sm.metadata.classNames, path.join(work, 'demo', smp.file))).top;
         assert.deepEqual(last.top.map((x: any) => x.name), want.map((x) => x.name), `${smp.file}: top-3 in the page and in predict`);
         for (const [j, x] of last.top.entries()) worst = Math.max(worst, Math.abs(x.probability - want[j].probability));
       }

@@ -54,7 +54,7 @@ test('TTA is the mean of the per-view probabilities', async () => {
   const b = Float32Array.from({ length: 12 }, (_, i) => (12 - i) / 3);
   const pa = (head.predict(tf.tensor2d(a, [2, 6])) as tf.Tensor).dataSync();
   const pb = (head.predict(tf.tensor2d(b, [2, 6])) as tf.Tensor).dataSync();
-  const t = predictFeaturesTTA(head, [a, b], 2, 6);
+  const t = await predictFeaturesTTA(head, [a, b], 2, 6);
   for (let i = 0; i < 20; i++) assert.ok(Math.abs(t[i] - (pa[i] + pb[i]) / 2) < 1e-6);
   assert.ok(Array.from(pa).some((v, i) => Math.abs(v - pb[i]) > 1e-4), 'views should give different predictions');
 });

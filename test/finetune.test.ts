@@ -187,7 +187,7 @@ test('fine-tuning trains the trunk and the head, and the saved end-to-end model 
       assert.ok(again.reused, 'the second run reuses the cached weights');
       assert.match(lines.join('\n'), /^fine-tuning: reused the weights trained .* --retrain trains again$/m);
       assert.deepEqual(again.result.history, ft.result.history);
-      assert.ok(maxAbsDiff(again.features(valData).views[0], ft.features(valData).views[0]) < 1e-6, 'reused trunk == trained trunk');
+      assert.ok(maxAbsDiff((await again.features(valData)).views[0], (await ft.features(valData)).views[0]) < 1e-6, 'reused trunk == trained trunk');
     } finally {
       again.dispose();
       again.head.dispose();
@@ -206,11 +206,11 @@ test('fine-tuning trains the trunk and the head, and the saved end-to-end model 
     const tuned = (await ft.backboneWeights()).mobilenet_v2!;
     assert.ok(tuned.has('Conv_1/kernel') && tuned.has('block_16_project/kernel') && !tuned.has('block_15_project/kernel'), 'only the top block and Conv_1 are trained');
     assert.ok(maxAbsDiff(tuned.get('Conv_1/kernel')!, pretrained) > 1e-4, 'Conv_1 moved away from the pretrained weights');
-    const valFeat = ft.features(valData);
-    const testFeat = ft.features(testData);
+    const valFeat = await ft.features(valData);
+    const testFeat = await ft.features(testData);
     assert.equal(testFeat.dim, 768 + 1280);
     const splits: Splits = { classNames: ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"], train, val, testExact: testSet, testFull: testSet };
-    const evals = evaluateHead(ft.head, valFeat, testFeat, splits);
+    const evals = await evaluateHead(ft.head, valFeat, testFeat, splits);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finetuned-model-'));
     const saved = await saveClassifier({
       head: ft.head, params: { backbones: [...backbones], resolution: RES, views: ['plain', 'flip'], tta: true }, splits, test: testFeat, evals,
@@ -219,7 +219,7 @@ test('fine-tuning trains the trunk and the head, and the saved end-to-end model 
     assert.ok(saved.maxDiff < 1e-4, `pixels path == cached path: max |dp| ${saved.maxDiff}`);
     const { model, metadata } = await loadModel(dir);
     assert.equal((metadata.regime as any).name, 'fine-tune mobilenet_v2 top 1');
-    const p = predictPixels(model, testSet.images, testSet.n);
+    const p = await predictPixels(model, testSet.images, testSet.n);
     const viaHead = tf.tidy(() => (ft.head.predict(tf.tensor2d(testFeat.views[0], [testSet.n, testFeat.dim])) as tf.Tensor).dataSync());
     assert.ok(maxAbsDiff(p, viaHead) < 1e-4, 'the reloaded model predicts what the fine-tuned head predicts on cached data');
     model.dispose();
@@ -250,7 +250,7 @@ for (const engine of ['graph', 'eager'] as const) {
     const tr = await new FineTuneTrainer([trunk], [[2, 2, 160]], [1280], resolveFineTuneConfig({ batchSize: 4, units: 8 }), undefined, engine).prepare();
     const before = tr.weights();
     const bad = new Float32Array(4 * 2 * 2 * 160).fill(NaN);
-    const loss = tr.trainStep([tf.tensor4d(bad, [4, 2, 2, 160])], new Float32Array(40).fill(0.1), 1e-3);
+    const loss = await tr.trainStep([tf.tensor4d(bad, [4, 2, 2, 160])], new Float32Array(40).fill(0.1), 1e-3);
     assert.ok(Number.isNaN(loss), `loss ${loss}`);
     const after = tr.weights();
     for (let i = 0; i < before.length; i++) assert.equal(maxAbsDiff(before[i].dataSync(), after[i].dataSync()), 0);
@@ -278,7 +278,7 @@ test('the training step as one TF graph computes the eager step: loss, every wei
     const x0 = random(6 * 4 * 4 * 96, step);
     const x1 = random(6 * 24, step + 100);
     const batch = () => [tf.tensor4d(x0, [6, 4, 4, 96]), tf.tensor2d(x1, [6, 24])];
-    losses.push([g.trainStep(batch(), y, 0.05), e.trainStep(batch(), y, 0.05)]);
+    losses.push([await g.trainStep(batch(), y, 0.05), await e.trainStep(batch(), y, 0.05)]);
   }
   for (const [lg, le] of losses) assert.ok(Number.isFinite(lg) && Math.abs(lg - le) < 1e-4 * Math.max(1, Math.abs(le)), `loss graph ${lg} vs eager ${le}`);
   assert.notEqual(losses[0][0], losses[2][0], 'the steps changed the model');
@@ -296,8 +296,8 @@ test('the training step as one TF graph computes the eager step: loss, every wei
     const dim = s.reduce((p, q) => p * q, 1);
     return { backbone: (['mobilenet_v2', 'mobilenet_v1_0.75'] as const)[i], cut: i === 0 ? 'block_12_add' : null, shape: s, data: { views: [random(7 * dim, 50 + i)], labels: new Uint8Array(7), n: 7, dim } };
   }));
-  assert.ok(maxAbsDiff(g.predict(set), e.predict(set)) < 1e-5, 'inference graph == eager predictions');
-  const [fg, fe] = [g.pooledFeatures(set).views[0], e.pooledFeatures(set).views[0]];
+  assert.ok(maxAbsDiff(await g.predict(set), await e.predict(set)) < 1e-5, 'inference graph == eager predictions');
+  const [fg, fe] = [(await g.pooledFeatures(set)).views[0], (await e.pooledFeatures(set)).views[0]];
   assert.ok(maxAbsDiff(fg, fe) < 1e-4 * Array.from(fe).reduce((m, x) => Math.max(m, Math.abs(x)), 1), 'inference graph == eager features');
   tf.dispose([...wg, ...we]);
   init.dispose();
@@ -331,8 +331,8 @@ test('a bfloat16 training step follows the float32 one (loss, then the same desc
     const [f, b] = [await make('float32', lr, backboneLr), await make('bfloat16', lr, backboneLr)];
     const [lf, lb]: number[][] = [[], []];
     for (let step = 0; step < 15; step++) {
-      lf.push(f.trainStep(batch(), y, lr));
-      lb.push(b.trainStep(batch(), y, lr));
+      lf.push(await f.trainStep(batch(), y, lr));
+      lb.push(await b.trainStep(batch(), y, lr));
     }
     return { f, b, lf, lb, text: `${lb.map((l) => l.toFixed(3)).join(' ')} vs ${lf.map((l) => l.toFixed(3)).join(' ')}` };
   };
@@ -358,7 +358,7 @@ test('a bfloat16 training step follows the float32 one (loss, then the same desc
   }));
   const wf = f.weights();
   b.setWeights(wf);
-  assert.ok(maxAbsDiff(b.predict(set), f.predict(set)) < 1e-6, 'bfloat16-trained trainer infers in float32');
+  assert.ok(maxAbsDiff(await b.predict(set), await f.predict(set)) < 1e-6, 'bfloat16-trained trainer infers in float32');
   tf.dispose(wf);
   f.dispose();
   b.dispose();

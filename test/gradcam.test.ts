@@ -56,12 +56,12 @@ function mapsWithBumps(h: number, w: number, c: number, bumps: ([number, number]
 
 const argmax = (a: ArrayLike<number>) => Array.from(a).indexOf(Math.max(...Array.from(a)));
 
-test('the map peaks where the channel the class depends on is active, not where other channels are', () => {
+test('the map peaks where the channel the class depends on is active, not where other channels are', async () => {
   const bb = identityBackbone('b', 5, 5, 3);
   // channel 0 active at (0, 4), channel 1 (the one class 4 reads) at (3, 1), channel 2 at (4, 4)
   const input = mapsWithBumps(5, 5, 3, [[0, 4], [3, 1], [4, 4]]);
   const head = oneChannelHead(3, 1, 4);
-  const r = gradCam({ backbones: [bb], logits: headLogits(head), input });
+  const r = await gradCam({ backbones: [bb], logits: headLogits(head), input });
   assert.deepEqual(r.classes, [4], 'default class = the arg-max logit');
   const m = r.maps[0];
   assert.deepEqual([m.h, m.w, m.data.length], [5, 5, 25]);
@@ -71,12 +71,12 @@ test('the map peaks where the channel the class depends on is active, not where 
   assert.ok(Math.abs(r.scores[0] - (0.1 * 24 + 5) / 25) < 1e-5, `score is the pre-softmax logit (${r.scores[0]})`);
   // Explaining another class: its logit falls where channel 1 is active (negative evidence), cut at zero -> no map.
   const neg = oneChannelHead(3, 1, 7, -1);
-  const z = gradCam({ backbones: [bb], logits: headLogits(neg), input, classes: [7] });
+  const z = await gradCam({ backbones: [bb], logits: headLogits(neg), input, classes: [7] });
   assert.ok(z.maps[0].data.every((v) => v === 0), 'negative evidence only: all zeros (not NaN)');
   input.dispose();
 });
 
-test('two backbones: each gets its own map, through its own slice of the concatenated features', () => {
+test('two backbones: each gets its own map, through its own slice of the concatenated features', async () => {
   const a = identityBackbone('first', 4, 4, 3);
   const b = identityBackbone('second', 4, 4, 2);
   const inputA = mapsWithBumps(4, 4, 3, [[1, 1], [1, 1], [1, 1]]);
@@ -93,7 +93,7 @@ test('two backbones: each gets its own map, through its own slice of the concate
   };
   // The class reads feature 3 + 1 = channel 1 of the SECOND backbone.
   const head = oneChannelHead(5, 4, 2);
-  const r = gradCam({ backbones: [slice(a, 0, 3), slice(b, 3, 2)], logits: headLogits(head), input: both });
+  const r = await gradCam({ backbones: [slice(a, 0, 3), slice(b, 3, 2)], logits: headLogits(head), input: both });
   assert.deepEqual(r.maps.map((m) => [m.name, m.h, m.w]), [['first', 4, 4], ['second', 4, 4]]);
   assert.ok(r.maps[0].data.every((v) => v === 0), 'the first backbone carries no evidence for the class');
   assert.equal(argmax(r.maps[1].data), 2 * 4 + 3, 'the second backbone\'s map peaks at its active cell');
@@ -118,8 +118,8 @@ test('a saved classifier: the maps come from its nested backbone, the class is i
   const clf = await loadClassifier(dir);
   const n = 4;
   const images = fakeImages(n, 11);
-  const r = classifierGradCam(clf, images, n);
-  const probs = predictPixels(clf.model, images, n);
+  const r = await classifierGradCam(clf, images, n);
+  const probs = await predictPixels(clf.model, images, n);
   assert.deepEqual(r.classes, Array.from({ length: n }, (_, i) => argmax(probs.subarray(i * 10, i * 10 + 10))), 'explains the model\'s own prediction');
   // The fake backbone has one stride-2 conv: 64 px -> a 32x32 map.
   assert.deepEqual(r.maps.map((m) => [m.name, m.h, m.w, m.data.length]), [['mobilenet_v1_0.75', 32, 32, n * 32 * 32]]);
@@ -138,7 +138,7 @@ test('a saved classifier: the maps come from its nested backbone, the class is i
   // A head reading one channel (one active in every image): the map is that channel's activation, scaled to its max.
   const k = argmax(Array.from({ length: dim }, (_, c) => Math.min(...Array.from({ length: n }, (_, i) => direct[i * dim + c]))));
   assert.ok(direct[k] > 0);
-  const r1 = gradCam({ backbones: [spatial], logits: headLogits(oneChannelHead(dim, k, 0)), input: x, classes: [0, 0, 0, 0] });
+  const r1 = await gradCam({ backbones: [spatial], logits: headLogits(oneChannelHead(dim, k, 0)), input: x, classes: [0, 0, 0, 0] });
   const a = tf.tidy(() => tf.slice(spatial.model.predict(x) as tf.Tensor4D, [0, 0, 0, k], [n, -1, -1, 1]).dataSync());
   for (let i = 0; i < n; i++) {
     const ch = a.subarray(i * 1024, (i + 1) * 1024);
@@ -157,7 +157,7 @@ test('a saved classifier: the maps come from its nested backbone, the class is i
   clf.head.dispose();
 });
 
-test('upsample / overlay / grid: the heat lands where the map is hot, the grid has one group per image', () => {
+test('upsample / overlay / grid: the heat lands where the map is hot, the grid has one group per image', async () => {
   const one = new Float32Array(25);
   one[1 * 5 + 3] = 1;
   const up = upsample(one, 5, 5, 160, 160);
@@ -179,6 +179,6 @@ test('upsample / overlay / grid: the heat lands where the map is hot, the grid h
   assert.equal(png.width, 218);
   // captions ("V1: cat") wrap onto two 9-px lines of the 5x7 font under 32-px tiles, + 4 px: 22 px per row
   assert.equal(png.height, 2 * (32 + 2 * 9 + 4) + 3 * 2);
-  assert.throws(() => gradCam({ backbones: [], logits: (f) => f, input: tf.zeros([1, 2, 2, 1]) }), /no backbones/);
+  await assert.rejects(gradCam({ backbones: [], logits: (f) => f, input: tf.zeros([1, 2, 2, 1]) }), /no backbones/);
   assert.throws(() => truncateAt(buildHead({ inputDim: 4, units: 2, dropout: 0 }), 'head_dense'), /expected a spatial map/);
 });

@@ -71,10 +71,10 @@ test('a saved classifier runs through its frozen graph, with the LayersModel\'s 
     metrics: {}, date: '', gitCommit: null,
   }, dir);
   const images = fakeImages(5, 9);
-  const eager = predictPixels(model, images, 5); // an assembled, in-memory model has no graph: the eager path
+  const eager = await predictPixels(model, images, 5); // an assembled, in-memory model has no graph: the eager path
   const { model: loaded } = await loadModel(dir);
   assert.ok(usesFrozenGraph(loaded) && !usesFrozenGraph(model));
-  const viaGraph = predictPixels(loaded, images, 5);
+  const viaGraph = await predictPixels(loaded, images, 5);
   const diff = maxAbsDiff(eager, viaGraph);
   assert.ok(diff < 1e-5, `graph vs LayersModel: max |diff| ${diff}`);
   for (const m of [model, loaded, head]) m.dispose();

@@ -187,7 +187,7 @@ test('as a second user with a read-only DATA_DIR, after root made /tmp/cifar10-g
         const model = await assembleModel({ backbones: ['mobilenet_v1_0.75'], resolution: 48, head, backbonesDir: process.env.BACKBONES_DIR });
         await saveModel(model, { backbones: ['mobilenet_v1_0.75'], resolution: 48, classNames: 'abcdefghij'.split(''), head: { inputDim: 768, units: 8, dropout: 0.1 }, metrics: {}, date: '', gitCommit: null }, process.env.MODEL_DIR!);
         const { model: loaded } = await loadModel(process.env.MODEL_DIR!);
-        const p = predictPixels(loaded, images, 4);
+        const p = await predictPixels(loaded, images, 4);
         console.log('backend ' + be.name + ', features ' + f.data.length + ', classifier graph ' + usesFrozenGraph(loaded) + ', probabilities ' + p.length);
         await terminateFeaturePool();
       })().catch((err) => { console.error('error: ' + err.message.split('\\n')[0]); process.exit(1); });

@@ -84,7 +84,7 @@ test('headGradients is pure; trainStep applies its moving statistics and moves e
     const expectedMean = g.newMean.dataSync().slice();
     const expectedVar = g.newVar.dataSync().slice();
     tf.dispose(g);
-    const loss = trainer.trainStep(b, 0.01);
+    const loss = await trainer.trainStep(b, 0.01);
     assert.ok(Number.isFinite(loss));
     const after = values();
     assert.equal(maxAbsDiff(after[2], expectedMean), 0, 'moving mean');

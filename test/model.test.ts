@@ -65,8 +65,8 @@ async function checkEndToEnd(backbones: BackboneName[], dir: string, resolution:
   const feats = concatFeatures(parts);
   const head = randomHead(feats.dim);
   const model = await assembleModel({ backbones, resolution, head, backbonesDir: dir });
-  const viaModel = predictPixels(model, images, n);
-  const viaHead = predictFeatures(head, feats.data, n, feats.dim);
+  const viaModel = await predictPixels(model, images, n);
+  const viaHead = await predictFeatures(head, feats.data, n, feats.dim);
   const diff = maxAbsDiff(viaModel, viaHead);
   assert.ok(diff < 1e-4, `end-to-end vs head(features): max |diff| ${diff}`);
   // The check is not vacuous: predictions differ between images.
@@ -97,10 +97,10 @@ test('a saved model loads back and predicts identically; metadata round-trips', 
   assert.ok(fs.existsSync(path.join(dir, 'model.json')) && fs.existsSync(path.join(dir, 'weights.bin')));
   assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('.tmp-')), [], 'temp files left behind');
   const images = variedImages(5);
-  const before = predictPixels(model, images, 5);
+  const before = await predictPixels(model, images, 5);
   model.dispose();
   const { model: loaded, metadata } = await loadModel(dir);
-  const after = predictPixels(loaded, images, 5);
+  const after = await predictPixels(loaded, images, 5);
   // Eager: the same ops in the same order, bit-identical. On tensorflow the loaded model runs as a frozen TF graph
   // (fused kernels), equal to rounding.
   if (usesFrozenGraph(loaded)) assert.ok(maxAbsDiff(before, after) < 1e-5, `graph vs eager ${maxAbsDiff(before, after)}`);

@@ -243,7 +243,7 @@ describe('saving the classifier', () => {
     const val = await featuresFor(splits.val, ['plain'], fo);
     const test = await featuresFor(splits.testFull, ['plain'], fo);
     const res = await trainHead(train, val, { epochs: 1, lr: 0.001, dropout: 0.3 }, { progress: false });
-    const evals = evaluateHead(res.head, val, test, splits);
+    const evals = await evaluateHead(res.head, val, test, splits);
     return { p, splits, test, evals, head: res.head };
   }
   const save = async (dir: string, test = setup.test) => {

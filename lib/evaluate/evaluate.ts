@@ -150,7 +150,7 @@ export function evaluate(
 }
 
 /** Head probabilities on cached features [n, dim], in batches. */
-export function predictFeatures(head: tf.LayersModel, features: Float32Array, n: number, dim: number, batchSize = 2000): Float32Array {
+export function predictFeatures(head: tf.LayersModel, features: Float32Array, n: number, dim: number, batchSize = 2000): Promise<Float32Array> {
   if (features.length !== n * dim) throw new Error(`features have ${features.length} values, expected ${n} x ${dim}`);
   // One predict call per chunk with batchSize = chunk: predict's default (32) slices the input tensor per
   // mini-batch, and each slice of a 2000-row tensor costs more than the forward pass itself on wasm.
@@ -160,11 +160,11 @@ export function predictFeatures(head: tf.LayersModel, features: Float32Array, n:
 }
 
 /** Test-time augmentation: the mean of the head's probabilities over views (e.g. [plain, flip]) of the same images. */
-export function predictFeaturesTTA(head: tf.LayersModel, views: Float32Array[], n: number, dim: number): Float32Array {
+export async function predictFeaturesTTA(head: tf.LayersModel, views: Float32Array[], n: number, dim: number): Promise<Float32Array> {
   if (!views.length) throw new Error('predictFeaturesTTA: no views');
-  const sum = predictFeatures(head, views[0], n, dim);
+  const sum = await predictFeatures(head, views[0], n, dim);
   for (const v of views.slice(1)) {
-    const p = predictFeatures(head, v, n, dim);
+    const p = await predictFeatures(head, v, n, dim);
     for (let i = 0; i < sum.length; i++) sum[i] += p[i];
   }
   for (let i = 0; i < sum.length; i++) sum[i] /= views.length;

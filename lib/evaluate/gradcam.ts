@@ -71,14 +71,14 @@ export interface GradCamResult {
 
 /**
  * Grad-CAM maps for `input` (float [N, H, W, 3] in [-1, 1], as the backbones take it). `classes` defaults to each
- * image's predicted class (arg-max logit).
+ * image's predicted class (arg-max logit). Reads are async (`array()`/`data()`): webgpu in Node cannot read synchronously.
  */
-export function gradCam(opts: {
+export async function gradCam(opts: {
   backbones: SpatialBackbone[];
   logits: (features: tf.Tensor2D) => tf.Tensor2D;
   input: tf.Tensor4D;
   classes?: number[];
-}): GradCamResult {
+}): Promise<GradCamResult> {
   const n = opts.input.shape[0];
   if (!opts.backbones.length) throw new Error('gradCam: no backbones');
   if (opts.classes && opts.classes.length !== n) throw new Error(`gradCam: ${opts.classes.length} classes for ${n} images`);
@@ -90,8 +90,12 @@ export function gradCam(opts: {
     };
     const logits = tf.tidy(() => pooledLogits(maps));
     const k = logits.shape[1];
-    const all = logits.arraySync();
-    logits.dispose();
+    let all: number[][];
+    try {
+      all = (await logits.array()) as number[][];
+    } finally {
+      logits.dispose();
+    }
     const classes = opts.classes ?? all.map((row) => row.indexOf(Math.max(...row)));
     classes.forEach((c) => {
       if (!(Number.isInteger(c) && c >= 0 && c < k)) throw new Error(`gradCam: class ${c} outside 0..${k - 1}`);
@@ -108,12 +112,15 @@ export function gradCam(opts: {
         return tf.div(cam, tf.maximum(max, 1e-12));
       });
     });
-    const result = cams.map((c, b) => {
-      const [, h, w] = c.shape;
-      const data = c.dataSync() as Float32Array;
-      c.dispose();
-      return { name: opts.backbones[b].name, h, w, data };
-    });
+    const result: GradCamResult['maps'] = [];
+    try {
+      for (const [b, c] of cams.entries()) {
+        const [, h, w] = c.shape;
+        result.push({ name: opts.backbones[b].name, h, w, data: (await c.data()) as Float32Array });
+      }
+    } finally {
+      tf.dispose(cams);
+    }
     return { n, classes, scores, maps: result };
   } finally {
     maps.forEach((m) => m.dispose());
@@ -121,17 +128,17 @@ export function gradCam(opts: {
 }
 
 /** The saved classifier's Grad-CAM maps for uint8 pixels at its input size, per backbone (lib/pipeline loadClassifier). */
-export function classifierGradCam(
+export async function classifierGradCam(
   clf: { model: tf.LayersModel; head: tf.LayersModel; metadata: Pick<ModelMetadata, 'backbones' | 'resolution'> },
   pixels: Uint8Array,
   n: number,
   classes?: number[],
-): GradCamResult {
+): Promise<GradCamResult> {
   const backbones = spatialBackbones(clf.model, clf.metadata.backbones);
   const per = imageBytes(clf.model.inputs[0].shape[1] as number); // the first n images, at the model's input size
   const input = tf.tidy(() => preprocess(pixelsToTensor(pixels.subarray(0, n * per), n), clf.metadata.resolution));
   try {
-    return gradCam({ backbones, logits: headLogits(clf.head), input, classes });
+    return await gradCam({ backbones, logits: headLogits(clf.head), input, classes });
   } finally {
     input.dispose();
     // The truncated models share the saved model's layers and weights: nothing of theirs to free.

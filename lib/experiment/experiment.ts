@@ -277,7 +277,7 @@ export interface Trained {
   /** Set when the fine-tuned weights came from the cache of an identical earlier training. */
   reused?: { savedAt: string };
   /** The features the head reads, for a split's cached data. */
-  headFeatures(set: LabeledFeatures | FineTuneSet): LabeledFeatures;
+  headFeatures(set: LabeledFeatures | FineTuneSet): Promise<LabeledFeatures>;
   /** Fine-tuned backbone layers' weights (fine-tuning only), for the saved model. */
   backboneWeights?(): Promise<Partial<Record<BackboneName, Map<string, Float32Array>>>>;
   dispose(): void;
@@ -302,7 +302,7 @@ export async function train(
       regime: data.regime, head: final.head, rates, history: final.history, bestEpoch: final.bestEpoch, stopReason: final.stopReason, runId: final.runId,
       training: { ...final.config, bestEpoch: final.bestEpoch },
       trainableParameters: final.head.trainableWeights.reduce((a, w) => a + w.shape.reduce((x: number, y) => x * (y ?? 1), 1), 0),
-      headFeatures: (set) => set as LabeledFeatures,
+      headFeatures: async (set) => set as LabeledFeatures,
       dispose: () => final.head.dispose(),
     };
   }
@@ -348,10 +348,10 @@ export interface Evaluated {
 
 /** Every labelled split through the trained head (plain and TTA), on exactly the features it was trained on. */
 export async function evaluate(exp: Experiment, trained: Trained, data: RegimeData): Promise<Evaluated> {
-  return exp.timed('evaluation', () => {
-    const val = trained.headFeatures(data.val);
-    const test = trained.headFeatures(data.test);
-    return { evals: evaluateHead(trained.head, val, test, exp.splits), val, test };
+  return exp.timed('evaluation', async () => {
+    const val = await trained.headFeatures(data.val);
+    const test = await trained.headFeatures(data.test);
+    return { evals: await evaluateHead(trained.head, val, test, exp.splits), val, test };
   });
 }
 

@@ -182,16 +182,16 @@ export function evaluateSplits(probs: { val: SplitProbabilities; test: SplitProb
 }
 
 /** A head's probabilities on cached features: the plain view, and every view averaged (TTA) when there are several. */
-export function headProbabilities(head: tf.LayersModel, f: LabeledFeatures): SplitProbabilities {
+export async function headProbabilities(head: tf.LayersModel, f: LabeledFeatures): Promise<SplitProbabilities> {
   return {
-    plain: predictFeatures(head, f.views[0], f.n, f.dim),
-    tta: f.views.length > 1 ? predictFeaturesTTA(head, f.views, f.n, f.dim) : undefined,
+    plain: await predictFeatures(head, f.views[0], f.n, f.dim),
+    tta: f.views.length > 1 ? await predictFeaturesTTA(head, f.views, f.n, f.dim) : undefined,
   };
 }
 
 /** The head on every labelled split (see evaluateSplits); `test` must be the features of splits.testFull. */
-export function evaluateHead(head: tf.LayersModel, val: LabeledFeatures, test: LabeledFeatures, splits: Splits): Evaluations {
-  return evaluateSplits({ val: headProbabilities(head, val), test: headProbabilities(head, test) }, splits);
+export async function evaluateHead(head: tf.LayersModel, val: LabeledFeatures, test: LabeledFeatures, splits: Splits): Promise<Evaluations> {
+  return evaluateSplits({ val: await headProbabilities(head, val), test: await headProbabilities(head, test) }, splits);
 }
 
 /** The headline accuracy of a split: with TTA when measured, else plain. */
@@ -272,9 +272,9 @@ export async function saveClassifier(opts: {
   try {
     const { model: saved } = await loadModel(staging);
     const k = Math.min(16, opts.splits.testExact.n);
-    const viaModel = predictPixels(saved, opts.splits.testExact.images.subarray(0, k * imageBytes(imageSize)), k);
+    const viaModel = await predictPixels(saved, opts.splits.testExact.images.subarray(0, k * imageBytes(imageSize)), k);
     saved.dispose();
-    const viaHead = predictFeatures(opts.head, opts.test.views[0].subarray(0, k * opts.test.dim), k, opts.test.dim);
+    const viaHead = await predictFeatures(opts.head, opts.test.views[0].subarray(0, k * opts.test.dim), k, opts.test.dim);
     let maxDiff = 0;
     for (let i = 0; i < viaModel.length; i++) maxDiff = Math.max(maxDiff, Math.abs(viaModel[i] - viaHead[i]));
     if (!(maxDiff <= ASSEMBLE_TOLERANCE)) {

@@ -65,7 +65,7 @@ export interface FineTuned {
   head: tf.LayersModel;
   config: FineTuneConfig;
   /** The pooled (concatenated) features of a set, every view: what the head reads. */
-  features(set: FineTuneSet): LabeledFeatures;
+  features(set: FineTuneSet): Promise<LabeledFeatures>;
   /** The fine-tuned weights by backbone (only the trained layers), to put into the saved model. */
   backboneWeights(): Promise<Partial<Record<BackboneName, Map<string, Float32Array>>>>;
   trainableParameters: number;
@@ -99,7 +99,7 @@ export async function fineTune(
   } else {
     // BN's moving statistics start at the initial features' (on validation: a forward pass of 5,000, not 90,000).
     const probe = await new FineTuneTrainer(trunks, shapes, dims, cfg, undefined, undefined, classesOf(train.parts[0].data)).prepare();
-    const init = columnStats(probe.pooledFeatures({ ...val, views: 1 }));
+    const init = columnStats(await probe.pooledFeatures({ ...val, views: 1 }));
     probe.disposeOwn();
     trainer = await new FineTuneTrainer(trunks, shapes, dims, cfg, init, undefined, classesOf(train.parts[0].data)).prepare();
   }
@@ -245,11 +245,11 @@ export async function estimateSeconds(
     const y = new Float32Array(B * 10).fill(0.1);
     // Two warm-up steps (kernels, memory: one alone left the timed steps ~25% above a real epoch's), then the
     // median of six: a hiccup of the machine during one step must not decide the regime.
-    for (let k = 0; k < 2; k++) t.trainStep(batch(), y, 1e-9);
+    for (let k = 0; k < 2; k++) await t.trainStep(batch(), y, 1e-9);
     const times: number[] = [];
     for (let k = 0; k < 6; k++) {
       const t0 = performance.now();
-      t.trainStep(batch(), y, 1e-9); // with making the batch, as an epoch assembles each from the cached views
+      await t.trainStep(batch(), y, 1e-9); // with making the batch, as an epoch assembles each from the cached views
       times.push((performance.now() - t0) / 1000);
     }
     times.sort((a, b) => a - b);
@@ -258,9 +258,9 @@ export async function estimateSeconds(
       const dim = s.reduce((a, b) => a * b, 1);
       return { backbone: backbones[i], cut: cuts[i], shape: s, data: { views: [new Float32Array(256 * dim)], labels: new Uint8Array(256), n: 256, dim } };
     }));
-    t.pooledFeatures(set); // warm-up of the inference shapes
+    await t.pooledFeatures(set); // warm-up of the inference shapes
     const t1 = Date.now();
-    t.pooledFeatures(set);
+    await t.pooledFeatures(set);
     const infer = (Date.now() - t1) / 1000 / 256;
     const epoch = Math.floor(w.train / B) * step + w.val * infer;
     const trainSeconds = w.epochs * epoch + (w.val + w.test) * w.evalViews * infer;

@@ -70,11 +70,11 @@ export function splitsOfModel(data: Dataset | Cifar10, s: Pick<ExperimentConfig,
 }
 
 /** The saved model's probabilities for a set of images: plain, and plain + mirror averaged when `tta`. */
-export function modelProbabilities(model: tf.LayersModel, images: Uint8Array, n: number, tta: boolean, bar?: ProgressSink): SplitProbabilities {
-  const plain = predictPixels(model, images, n);
+export async function modelProbabilities(model: tf.LayersModel, images: Uint8Array, n: number, tta: boolean, bar?: ProgressSink): Promise<SplitProbabilities> {
+  const plain = await predictPixels(model, images, n);
   bar?.tick(n);
   if (!tta) return { plain };
-  const flipped = predictPixels(model, flipHorizontal(images.subarray(0, n * imageBytes(model.inputs[0].shape[1] as number)), n), n);
+  const flipped = await predictPixels(model, flipHorizontal(images.subarray(0, n * imageBytes(model.inputs[0].shape[1] as number)), n), n);
   bar?.tick(n);
   const avg = new Float32Array(plain.length);
   for (let i = 0; i < avg.length; i++) avg[i] = (plain[i] + flipped[i]) / 2;
@@ -85,12 +85,12 @@ export function modelProbabilities(model: tf.LayersModel, images: Uint8Array, n:
  * The saved model judged on every labelled split through itself (pixels -> probabilities), with TTA as its
  * metadata says it was measured: the same table `npm start` printed, from the files alone.
  */
-export function evaluateSavedModel(saved: SavedModel, splits: Splits, tta: boolean): Evaluations {
+export async function evaluateSavedModel(saved: SavedModel, splits: Splits, tta: boolean): Promise<Evaluations> {
   const n = (splits.val.n + splits.testFull.n) * (tta ? 2 : 1);
   const bar = progress(`evaluating ${saved.ref.id} on pixels`, n, 'img');
   try {
-    const val = modelProbabilities(saved.model, splits.val.images, splits.val.n, tta, bar);
-    const test = modelProbabilities(saved.model, splits.testFull.images, splits.testFull.n, tta, bar);
+    const val = await modelProbabilities(saved.model, splits.val.images, splits.val.n, tta, bar);
+    const test = await modelProbabilities(saved.model, splits.testFull.images, splits.testFull.n, tta, bar);
     bar.done();
     return evaluateSplits({ val, test }, splits);
   } catch (err) {
@@ -115,13 +115,13 @@ export function metricDifferences(measured: Record<string, number>, recorded: Re
  * The features the saved model's head reads (the backbones' pooled outputs, fine-tuned blocks included), for
  * images: what the model really separates classes with (notebook 06's UMAP).
  */
-export function modelFeatures(model: tf.LayersModel, images: Uint8Array, n: number): { data: Float32Array; dim: number } {
+export async function modelFeatures(model: tf.LayersModel, images: Uint8Array, n: number): Promise<{ data: Float32Array; dim: number }> {
   const input = model.getLayer(HEAD_LAYER_NAMES[0]).input as tf.SymbolicTensor;
   const sub = tf.model({ inputs: model.inputs, outputs: input });
   const dim = input.shape[input.shape.length - 1] as number;
   const side = sideOf(images.length, n, 'modelFeatures: images');
   const per = imageBytes(side);
-  const data = mapRowBatches(n, 32, dim, (s, m) =>
+  const data = await mapRowBatches(n, 32, dim, (s, m) =>
     sub.predict(tf.tensor4d(Float32Array.from(images.subarray(s * per, (s + m) * per)), [m, side, side, 3])) as tf.Tensor,
   );
   return { data, dim };

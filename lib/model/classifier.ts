@@ -338,7 +338,7 @@ export async function attachFrozenGraph(model: tf.LayersModel, a: tf.io.ModelArt
  * Class probabilities for uint8 NHWC pixels at the model's input size, in batches (keeps memory flat on large sets).
  * Returns a flat Float32Array [n * numClasses].
  */
-export function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: number, batchSize?: number): Float32Array {
+export async function predictPixels(model: tf.LayersModel, pixels: Uint8Array, n: number, batchSize?: number): Promise<Float32Array> {
   const k = (model.outputs[0].shape[1] as number) ?? NUM_CLASSES;
   const graph = frozenGraphs.get(model);
   // 64 images per TF graph call (measured fastest); 32 eager: a MobileNet at 160 px holds ~2.5 MB of activations

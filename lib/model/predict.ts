@@ -61,9 +61,9 @@ export function topK(probs: ArrayLike<number>, classNames: string[], k = 3): { n
 }
 
 /** Decode, resize to 32x32 and classify one file; throws a one-line error naming the file when it cannot be read. */
-export function predictFile(model: tf.LayersModel, classNames: string[], file: string, k = 3): { pixels: Uint8Array; top: { name: string; probability: number }[] } {
+export async function predictFile(model: tf.LayersModel, classNames: string[], file: string, k = 3): Promise<{ pixels: Uint8Array; top: { name: string; probability: number }[] }> {
   const pixels = resizeTo(decodeImage(file), 32);
-  return { pixels, top: topK(predictPixels(model, pixels, 1), classNames, k) };
+  return { pixels, top: topK(await predictPixels(model, pixels, 1), classNames, k) };
 }
 
 /**
@@ -74,7 +74,7 @@ export async function predictImage(
   model: tf.LayersModel, meta: Pick<ModelMetadata, 'classNames' | 'imageSize' | 'dataset'>, file: string, k = 3,
 ): Promise<{ pixels: Uint8Array; size: number; top: { name: string; probability: number }[] }> {
   const size = imageSizeOf(meta);
-  if (meta.dataset?.kind !== 'folder') return { ...predictFile(model, meta.classNames, file, k), size };
+  if (meta.dataset?.kind !== 'folder') return { ...(await predictFile(model, meta.classNames, file, k)), size };
   const { pixels } = await decodeImageFile(file, { size, fit: meta.dataset.fit ?? 'cover' });
-  return { pixels, size, top: topK(predictPixels(model, pixels, 1), meta.classNames, k) };
+  return { pixels, size, top: topK(await predictPixels(model, pixels, 1), meta.classNames, k) };
 }

@@ -22,6 +22,7 @@ import { rng, shuffle } from '../util/random';
 import { GraphFunction, loadStepGraphs, StepGraphSpec, stepNames, TRUNK_PRECISIONS, TrunkPrecision } from '../engine/train-graph';
 import { Trunk } from '../model/trunk';
 import { ADAM, adamAssign, adamCoefficients, adamConstants, adamMoments } from './adam';
+import { mapRowBatches } from '../engine/batches';
 
 /** One backbone's share of a fine-tuning set: the activation at its cut (trained trunk) or its pooled features. */
 export interface FineTunePart {
@@ -73,9 +74,9 @@ export interface FineTuneConfig extends TrainConfig {
 /** Said when fine-tuning is asked for on a backend without the convolution backprop kernels. */
 export function fineTuneBackendError(backend: string): string | null {
   if (backend === 'tensorflow') return null;
-  // webgpu has the backprop kernels (test/webgpu.test.ts checks a conv2d gradient), but the fine-tuning loop still
-  // reads its losses and predictions synchronously, which webgpu in Node cannot do.
-  if (backend === 'webgpu') return 'fine-tuning (trainable blocks > 0) runs on the tensorflow backend only for now: its training loop reads tensors synchronously, which webgpu in Node cannot (use trainable blocks 0, or TFJS_BACKEND=tensorflow)';
+  // webgpu has the backprop kernels (test/webgpu.test.ts checks a conv2d gradient) and every read of the fine-tuning
+  // loop is async (trainStep, predict, pooledFeatures): it runs there on the eager engine (the graph engine needs TF).
+  if (backend === 'webgpu') return null;
   return `fine-tuning (trainable blocks > 0) needs the tensorflow backend: ${backend} has no Conv2DBackpropFilter / DepthwiseConv2dNative backprop kernels (run \`npm run setup:native\`, or use trainable blocks 0)`;
 }
 
@@ -253,28 +254,31 @@ export class FineTuneTrainer {
       const K = this.classes;
       const y = new Float32Array(B * K).fill(eps / K);
       for (let j = 0; j < B; j++) y[j * K + set.labels[rows[s * B + j]]] += 1 - eps;
-      const loss = this.trainStep(this.batchTensors(set, rows, views, s * B, B), y, lr);
+      const loss = await this.trainStep(this.batchTensors(set, rows, views, s * B, B), y, lr);
       if (!Number.isFinite(loss)) return { loss, lr };
       total += loss;
     }
     return { loss: total / Math.max(1, steps), lr };
   }
 
-  /** One optimisation step (inputs are disposed). The weights are not updated when the loss is not finite. */
-  trainStep(inputs: tf.Tensor[], yValues: Float32Array, lr: number): number {
+  /**
+   * One optimisation step (inputs are disposed). The weights are not updated when the loss is not finite. The loss is
+   * read with `await data()` (webgpu in Node cannot read synchronously); the update waits for it.
+   */
+  async trainStep(inputs: tf.Tensor[], yValues: Float32Array, lr: number): Promise<number> {
     const B = yValues.length / this.classes;
     const [m1, m2] = this.masks(B);
     const mask1 = tf.tensor2d(m1, [B, this.dim]);
     const mask2 = tf.tensor2d(m2, [B, this.cfg.units]);
     const y = tf.tensor2d(yValues, [B, this.classes]);
     try {
-      return this.graph ? this.graphStep(this.graph.step, inputs, y, mask1, mask2, lr) : this.eagerStep(inputs, y, mask1, mask2, lr);
+      return this.graph ? await this.graphStep(this.graph.step, inputs, y, mask1, mask2, lr) : await this.eagerStep(inputs, y, mask1, mask2, lr);
     } finally {
       tf.dispose([y, mask1, mask2, ...inputs]);
     }
   }
 
-  private eagerStep(inputs: tf.Tensor[], y: tf.Tensor2D, mask1: tf.Tensor2D, mask2: tf.Tensor2D, lr: number): number {
+  private async eagerStep(inputs: tf.Tensor[], y: tf.Tensor2D, mask1: tf.Tensor2D, mask2: tf.Tensor2D, lr: number): Promise<number> {
     const B = y.shape[0];
     const [, , mm, mv, w1, b1, w2, b2] = this.headVars;
     let stats: { mean: tf.Tensor; variance: tf.Tensor } | undefined;
@@ -287,7 +291,13 @@ export class FineTuneTrainer {
       const logits = tf.add(tf.matMul(tf.mul(h0, mask2) as tf.Tensor2D, w2 as tf.Tensor2D), b2);
       return tf.neg(tf.mean(tf.sum(tf.mul(y, tf.logSoftmax(logits)), 1))) as tf.Scalar;
     }, this.trainable);
-    const loss = value.dataSync()[0];
+    let loss: number;
+    try {
+      loss = (await value.data())[0];
+    } catch (err) {
+      tf.dispose([value, stats!.mean, stats!.variance, ...Object.values(grads)]);
+      throw err;
+    }
     if (Number.isFinite(loss)) {
       tf.tidy(() => {
         const unbiased = tf.mul(stats!.variance, B / Math.max(1, B - 1));
@@ -301,7 +311,7 @@ export class FineTuneTrainer {
   }
 
   /** The same step as one graph call: the next weights, moments and BN statistics replace the current ones. */
-  private graphStep(graph: GraphFunction, inputs: tf.Tensor[], y: tf.Tensor2D, mask1: tf.Tensor2D, mask2: tf.Tensor2D, lr: number): number {
+  private async graphStep(graph: GraphFunction, inputs: tf.Tensor[], y: tf.Tensor2D, mask1: tf.Tensor2D, mask2: tf.Tensor2D, lr: number): Promise<number> {
     const B = y.shape[0];
     const t = this.step + 1;
     const { backbone, head } = this.adamSteps(lr, t);
@@ -325,7 +335,7 @@ export class FineTuneTrainer {
     const out = graph.run(feeds);
     tf.dispose(Object.values(scalars));
     try {
-      const loss = Number.isFinite(out.grad_sum.dataSync()[0]) ? out.loss.dataSync()[0] : NaN;
+      const loss = Number.isFinite((await out.grad_sum.data())[0]) ? (await out.loss.data())[0] : NaN;
       if (Number.isFinite(loss)) {
         this.step = t;
         trainable.forEach((p, i) => {
@@ -360,39 +370,25 @@ export class FineTuneTrainer {
     });
   }
 
-  /** Class probabilities [n*10] of one view, inference mode. */
-  predict(set: FineTuneSet, view = 0, batchSize = 256): Float32Array {
+  /** Class probabilities [n*10] of one view, inference mode (read with `await data()`: webgpu cannot read synchronously). */
+  predict(set: FineTuneSet, view = 0, batchSize = 256): Promise<Float32Array> {
     const rows = Int32Array.from({ length: set.n }, (_, i) => i);
     const views = new Uint8Array(set.n).fill(view);
-    const out = new Float32Array(set.n * this.classes);
-    for (let s = 0; s < set.n; s += batchSize) {
-      const m = Math.min(batchSize, set.n - s);
-      const p = this.inferBatch(this.batchTensors(set, rows, views, s, m), 'probs');
-      out.set(p.dataSync() as Float32Array, s * this.classes);
-      p.dispose();
-    }
-    return out;
+    return mapRowBatches(set.n, batchSize, this.classes, (s, m) => this.inferBatch(this.batchTensors(set, rows, views, s, m), 'probs'));
   }
 
   /** Validation loss (plain cross-entropy) and accuracy on the plain view. */
-  evaluate(set: FineTuneSet): { loss: number; acc: number } {
-    return lossAndAccuracy(this.predict(set), set.labels);
+  async evaluate(set: FineTuneSet): Promise<{ loss: number; acc: number }> {
+    return lossAndAccuracy(await this.predict(set), set.labels);
   }
 
   /** The pooled features the head reads ([n, D] per view): what evaluation and the saved-model check use. */
-  pooledFeatures(set: FineTuneSet, batchSize = 256): LabeledFeatures {
+  async pooledFeatures(set: FineTuneSet, batchSize = 256): Promise<LabeledFeatures> {
     const rows = Int32Array.from({ length: set.n }, (_, i) => i);
     const out: Float32Array[] = [];
     for (let v = 0; v < set.views; v++) {
       const views = new Uint8Array(set.n).fill(v);
-      const data = new Float32Array(set.n * this.dim);
-      for (let s = 0; s < set.n; s += batchSize) {
-        const m = Math.min(batchSize, set.n - s);
-        const f = this.inferBatch(this.batchTensors(set, rows, views, s, m), 'features');
-        data.set(f.dataSync() as Float32Array, s * this.dim);
-        f.dispose();
-      }
-      out.push(data);
+      out.push(await mapRowBatches(set.n, batchSize, this.dim, (s, m) => this.inferBatch(this.batchTensors(set, rows, views, s, m), 'features')));
     }
     return { views: out, labels: set.labels, n: set.n, dim: this.dim, ...(set.classes !== undefined ? { classes: set.classes } : {}) };
   }

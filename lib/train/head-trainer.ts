@@ -290,34 +290,27 @@ export class HeadTrainer {
    * step from `epoch` (0-based) unless `lrAt` is given. Returns the mean loss, or the first non-finite loss
    * (NaN/±Infinity) as soon as it appears: the caller stops and restores.
    */
-  trainEpoch(d: LabeledFeatures, epoch: number, lrAt?: (step: number) => number): { loss: number; lr: number } {
-    const steps = this.epochSteps(d, epoch, lrAt);
-    let r = steps.next();
-    while (!r.done) r = steps.next();
-    return r.value;
+  trainEpoch(d: LabeledFeatures, epoch: number, lrAt?: (step: number) => number): Promise<{ loss: number; lr: number }> {
+    return this.epochSteps(d, epoch, lrAt);
   }
 
   /**
    * trainEpoch that hands control back to the event loop every ~200 ms (so an interrupt can arrive) and calls
    * `check` there, which throws to stop between batches. The same steps in the same order: the same numbers.
    */
-  async trainEpochInterruptible(d: LabeledFeatures, epoch: number, check: () => void, lrAt?: (step: number) => number): Promise<{ loss: number; lr: number }> {
-    const steps = this.epochSteps(d, epoch, lrAt);
+  trainEpochInterruptible(d: LabeledFeatures, epoch: number, check: () => void, lrAt?: (step: number) => number): Promise<{ loss: number; lr: number }> {
     let last = Date.now();
-    let r = steps.next();
-    while (!r.done) {
+    return this.epochSteps(d, epoch, lrAt, async () => {
       if (Date.now() - last > 200) {
         await yieldToEventLoop();
         check();
         last = Date.now();
       }
-      r = steps.next();
-    }
-    return r.value;
+    });
   }
 
-  /** The epoch as a generator: one optimisation step per `next()`, the epoch's loss and LR as its return value. */
-  private *epochSteps(d: LabeledFeatures, epoch: number, lrAt?: (step: number) => number): Generator<void, { loss: number; lr: number }> {
+  /** The epoch: one optimisation step per batch, `between` awaited between steps; the epoch's loss and LR. */
+  private async epochSteps(d: LabeledFeatures, epoch: number, lrAt?: (step: number) => number, between?: () => Promise<void>): Promise<{ loss: number; lr: number }> {
     const B = Math.min(this.cfg.batchSize, d.n);
     const steps = Math.floor(d.n / B);
     const { rows, views } = this.epochOrder(d);
@@ -333,6 +326,7 @@ export class HeadTrainer {
     let total = 0;
     let lr = this.cfg.lr;
     for (let s = 0; s < steps; s++) {
+      if (s > 0 && between) await between();
       // Gather the batch rows (memcpy) and their per-feature statistics (training-mode BN) in one pass.
       sum.fill(0);
       sq.fill(0);
@@ -356,25 +350,30 @@ export class HeadTrainer {
       const m1 = this.masks.get(B * D, this.cfg.dropout);
       const m2 = this.masks.get(B * this.cfg.units, this.cfg.dropout2 ?? this.cfg.dropout);
       lr = lrAt ? lrAt(this.step) : scheduledLr(this.cfg, epoch + s / steps);
-      const loss = this.trainStep({ x, m1, m2, y, mean, inv }, lr);
+      const loss = await this.trainStep({ x, m1, m2, y, mean, inv }, lr);
       if (!Number.isFinite(loss)) return { loss, lr };
       total += loss;
-      yield;
     }
     return { loss: total / Math.max(1, steps), lr };
   }
 
-  /** One optimisation step on a prepared batch. Returns the loss; the weights are not updated when it is not finite. */
-  trainStep(b: HeadBatch, lr: number): number {
+  /**
+   * One optimisation step on a prepared batch. Returns the loss; the weights are not updated when it is not finite.
+   * The loss is read with `await data()` (webgpu in Node cannot read synchronously); the update waits for it.
+   */
+  async trainStep(b: HeadBatch, lr: number): Promise<number> {
     const out = headGradients(this.vars, b, this.cfg);
-    const loss = out.loss.dataSync()[0];
-    if (Number.isFinite(loss)) {
-      this.vars[2].assign(out.newMean);
-      this.vars[3].assign(out.newVar);
-      this.adamStep(out.grads, lr);
+    try {
+      const loss = (await out.loss.data())[0];
+      if (Number.isFinite(loss)) {
+        this.vars[2].assign(out.newMean);
+        this.vars[3].assign(out.newVar);
+        this.adamStep(out.grads, lr);
+      }
+      return loss;
+    } finally {
+      tf.dispose(out);
     }
-    tf.dispose(out);
-    return loss;
   }
 
   private adamStep(grads: tf.Tensor[], lr: number): void {
@@ -402,15 +401,15 @@ export class HeadTrainer {
   }
 
   /** Class probabilities [n*classes] of one view, inference mode. */
-  predict(d: LabeledFeatures, view = 0, batchSize = 2000): Float32Array {
+  predict(d: LabeledFeatures, view = 0, batchSize = 2000): Promise<Float32Array> {
     return mapRowBatches(d.n, batchSize, this.classes, (s, m) =>
       tf.softmax(this.inferLogits(tf.tensor2d(d.views[view].subarray(s * d.dim, (s + m) * d.dim), [m, d.dim]))),
     );
   }
 
   /** Validation loss (plain cross-entropy, no smoothing) and accuracy on the plain view. */
-  evaluate(d: LabeledFeatures): { loss: number; acc: number } {
-    return lossAndAccuracy(this.predict(d), d.labels);
+  async evaluate(d: LabeledFeatures): Promise<{ loss: number; acc: number }> {
+    return lossAndAccuracy(await this.predict(d), d.labels);
   }
 
   /** A head model holding the current weights. */

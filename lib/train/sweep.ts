@@ -110,7 +110,7 @@ export async function lrFind(
         last = Date.now();
       }
       const lr = lrAt(i);
-      const { loss } = trainer.trainEpoch(batchOf(train, cfg.batchSize, i, cfg.seed), 0, () => lr);
+      const { loss } = await trainer.trainEpoch(batchOf(train, cfg.batchSize, i, cfg.seed), 0, () => lr);
       if (!Number.isFinite(loss)) break;
       smooth = beta * smooth + (1 - beta) * loss;
       const debiased = smooth / (1 - beta ** (i + 1));

@@ -79,7 +79,7 @@ export interface Best {
  */
 export interface Learner<D> {
   trainEpochInterruptible(d: D, epoch: number, check: () => void): Promise<{ loss: number; lr: number }>;
-  evaluate(d: D): { loss: number; acc: number };
+  evaluate(d: D): Promise<{ loss: number; acc: number }>;
   weights(): tf.Tensor[];
   setWeights(ws: tf.Tensor[]): void;
 }
@@ -353,7 +353,7 @@ export async function fit<D>(
       op.check(where);
       const data = opts.epochData ? await opts.epochData(epoch) : train;
       const { loss, lr } = await trainer.trainEpochInterruptible(data, epoch, () => op.check(where));
-      const ev = Number.isFinite(loss) ? trainer.evaluate(val) : { loss: NaN, acc: NaN };
+      const ev = Number.isFinite(loss) ? await trainer.evaluate(val) : { loss: NaN, acc: NaN };
       s.history.push({ epoch: epoch + 1, lr, loss, valLoss: ev.loss, valAcc: ev.acc, seconds: (Date.now() - e0) / 1000 });
       await emit(callbacks, 'afterValidate', s);
       if (s.stopRequested) break;
