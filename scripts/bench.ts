@@ -114,7 +114,8 @@ async function measure(a: Args): Promise<BackendResult> {
   h.dispose();
   const { model } = await loadModel(dir);
   const pn = Number(a['predict-n']);
-  await predictPixels(model, data.images.subarray(0, 64 * PIXELS), 64); // warm-up
+  const warm = Math.min(64, data.images.length / PIXELS);
+  await predictPixels(model, data.images.subarray(0, warm * PIXELS), warm); // warm-up
   const t0 = performance.now();
   await predictPixels(model, data.images.subarray(0, pn * PIXELS), pn);
   const predict = { images: pn, imagesPerSec: +(pn / ((performance.now() - t0) / 1000)).toFixed(1) };
@@ -196,24 +197,26 @@ async function main(): Promise<void> {
   }
 
   const ref = results.find((r) => r.backend === 'wasm');
+  // Two significant digits below 10 img/s (a software WebGPU adapter measures ~0.5 img/s): never a bare "0 img/s".
+  const rate = (x: number) => (x >= 10 ? x.toFixed(0) : x.toPrecision(2));
   const ratio = (x: number, y: number | undefined) => (y ? ` (${(x / y).toFixed(1)}x wasm)` : '');
   const rows: string[][] = [];
   for (const f of results[0].features) {
     const cells = results.map((r) => {
       const mine = r.features.find((g) => g.backbone === f.backbone && g.resolution === f.resolution)!;
       const base = ref?.features.find((g) => g.backbone === f.backbone && g.resolution === f.resolution);
-      return `${mine.imagesPerSec.toFixed(0)} img/s, ${mine.gflops} GFLOP/s${r === ref ? '' : ratio(mine.imagesPerSec, base?.imagesPerSec)}`;
+      return `${rate(mine.imagesPerSec)} img/s, ${mine.gflops} GFLOP/s${r === ref ? '' : ratio(mine.imagesPerSec, base?.imagesPerSec)}`;
     });
     rows.push([`features ${f.backbone} ${f.resolution}px`, ...cells]);
   }
   rows.push([`head epoch (trainer), ${Number(a['head-n']).toLocaleString()} x 2048`, ...results.map((r) => `${r.head.trainerSeconds.toFixed(2)} s${r === ref || !ref ? '' : ` (${(ref.head.trainerSeconds / r.head.trainerSeconds).toFixed(1)}x faster)`}`)]);
   rows.push(['head epoch (tfjs fit, extrapolated)', ...results.map((r) => `${r.head.fitSeconds.toFixed(1)} s`)]);
-  rows.push([`end-to-end predict, ${a['predict-n']} images`, ...results.map((r) => `${r.predict.imagesPerSec.toFixed(0)} img/s${r === ref ? '' : ratio(r.predict.imagesPerSec, ref?.predict.imagesPerSec)}`)]);
+  rows.push([`end-to-end predict, ${a['predict-n']} images`, ...results.map((r) => `${rate(r.predict.imagesPerSec)} img/s${r === ref ? '' : ratio(r.predict.imagesPerSec, ref?.predict.imagesPerSec)}`)]);
   const ft = results.find((r) => r.fineTuneStep)?.fineTuneStep;
   if (ft) {
     rows.push([`fine-tune step, V2 from ${ft.cut}, batch ${ft.batchSize}`, ...results.map((r) => (r.fineTuneStep
       ? `${r.fineTuneStep.graphMs} ms graph, ${r.fineTuneStep.eagerMs} ms eager (${(r.fineTuneStep.eagerMs / r.fineTuneStep.graphMs).toFixed(1)}x)`
-      : 'no conv backprop kernels'))]);
+      : r.backend === 'wasm' ? 'no conv backprop kernels' : 'not measured (graph step: tensorflow only)'))]);
   }
   if (decode) {
     // A folder's images are decoded once, then every backbone runs on each: the rate to beat is the backbones' together.
@@ -221,9 +224,11 @@ async function main(): Promise<void> {
     rows.push([`decode + resize, ${decode.images} 640x480 JPEGs -> ${decode.size}px (sharp, ${decode.concurrency} in flight)`, ...results.map((r) =>
       `${decode!.imagesPerSec.toFixed(0)} img/s, ${decode!.cpuMsPerImage.toFixed(1)} ms CPU each (${(decode!.imagesPerSec / together(r)).toFixed(1)}x the backbones' ${together(r).toFixed(0)} img/s)`)]);
   }
-  const widths = [0, ...results.map(() => 0)].map((_, i) => Math.max(...[['', ...results.map((r) => r.backend)], ...rows].map((r) => r[i].length)));
+  // A software adapter (SwiftShader) is labelled in its column: its figures are a CPU emulating a GPU, not a GPU.
+  const heads = results.map((r) => (r.backend === 'webgpu' && /software/.test(r.summary) ? 'webgpu (SOFTWARE adapter)' : r.backend));
+  const widths = [0, ...results.map(() => 0)].map((_, i) => Math.max(...[['', ...heads], ...rows].map((r) => r[i].length)));
   const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ');
-  console.log(`\n${fmt(['', ...results.map((r) => r.backend)])}\n${fmt(widths.map((w) => '-'.repeat(w)))}\n${rows.map(fmt).join('\n')}`);
+  console.log(`\n${fmt(['', ...heads])}\n${fmt(widths.map((w) => '-'.repeat(w)))}\n${rows.map(fmt).join('\n')}`);
 
   const file = path.join(dataDir('bench'), `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   if (peer && typeof peer !== 'string') {
