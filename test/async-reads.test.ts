@@ -23,6 +23,7 @@ import { gradCam, headLogits } from '../lib/evaluate/gradcam';
 import { buildHead } from '../lib/model/classifier';
 import { initRuntimeContext } from '../lib/settings/context';
 import { blobs, maxAbsDiff } from './blobs';
+import { webgpuGate } from './webgpu-gate';
 
 const ROOT = path.join(__dirname, '..');
 const SYNC_READ = /\.(dataSync|arraySync|bufferSync)\s*\(/g;
@@ -96,7 +97,6 @@ describe('no synchronous tensor reads (source scan)', () => {
 });
 
 // ---- on webgpu
-const IN_CI = process.env.CI === 'true';
 
 describe('head training and evaluation on webgpu (every read async) agree with the reference backend', () => {
   let why: string | null = null;
@@ -115,12 +115,15 @@ describe('head training and evaluation on webgpu (every read async) agree with t
     }
     await tf.setBackend(reference);
   });
-  const gate = (t: { skip(msg: string): void }): boolean => {
-    if (!why) return true;
-    if (IN_CI) assert.fail(`${why} (CI=true: SwiftShader comes with Debian's chromium package, which .ci/run installs)`);
-    t.skip(`SKIPPED, NOT RUN: ${why}`);
-    return false;
-  };
+  const gate = (t: { skip(msg: string): void }): boolean => webgpuGate(t, why);
+  /** `run` on the reference backend, then on webgpu; the reference backend is current again afterwards. */
+  async function onBoth<T>(run: (backend: string) => Promise<T>): Promise<{ ref: T; gpu: T }> {
+    try {
+      return { ref: await run(reference), gpu: await run('webgpu') };
+    } finally {
+      await tf.setBackend(reference);
+    }
+  }
 
   test('a synchronous read of a GPU tensor throws on webgpu (what makes the next test a guard)', async (t) => {
     if (!gate(t)) return;
@@ -152,14 +155,7 @@ describe('head training and evaluation on webgpu (every read async) agree with t
         res.head.dispose();
       }
     };
-    let ref: Awaited<ReturnType<typeof run>>;
-    let gpu: Awaited<ReturnType<typeof run>>;
-    try {
-      ref = await run(reference);
-      gpu = await run('webgpu');
-    } finally {
-      await tf.setBackend(reference);
-    }
+    const { ref, gpu } = await onBoth(run);
     assert.equal(gpu.history.length, 2);
     for (const [i, h] of gpu.history.entries()) {
       const r = ref.history[i];
@@ -192,14 +188,7 @@ describe('head training and evaluation on webgpu (every read async) agree with t
         head.dispose();
       }
     };
-    let ref: Awaited<ReturnType<typeof run>>;
-    let gpu: Awaited<ReturnType<typeof run>>;
-    try {
-      ref = await run(reference);
-      gpu = await run('webgpu');
-    } finally {
-      await tf.setBackend(reference);
-    }
+    const { ref, gpu } = await onBoth(run);
     assert.deepEqual(gpu.classes, ref.classes, 'the explained classes (arg-max logits)');
     const ds = maxAbsDiff(gpu.scores, ref.scores);
     const dm = maxAbsDiff(gpu.maps[0].data, ref.maps[0].data);

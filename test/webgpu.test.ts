@@ -26,8 +26,8 @@ import { locateCifar10, readFirstTestImages } from '../lib/data/cifar10';
 import { BackboneName, findBackboneDir } from '../lib/features/backbones';
 import { extractFeatures } from '../lib/features/features';
 import { AdapterDescription, describeAdapter, tryWebgpu, WEBGPU_SYNC_READ_ERROR } from '../lib/engine/webgpu';
+import { webgpuGate } from './webgpu-gate';
 
-const IN_CI = process.env.CI === 'true';
 
 function capture() {
   const lines: string[] = [];
@@ -65,11 +65,7 @@ async function webgpuUnavailable(): Promise<string | null> {
 }
 /** Skip (saying why) when webgpu cannot start; in CI that is a failure. */
 async function needWebgpu(t: { skip(msg: string): void }): Promise<boolean> {
-  const why = await webgpuUnavailable();
-  if (!why) return true;
-  if (IN_CI) assert.fail(`${why} (CI=true: SwiftShader comes with Debian's chromium package, which .ci/run installs)`);
-  t.skip(`SKIPPED, NOT RUN: ${why}`);
-  return false;
+  return webgpuGate(t, await webgpuUnavailable());
 }
 
 describe('the ladder and webgpu (injected adapter probe)', () => {
@@ -223,12 +219,7 @@ describe(`webgpu agrees with the reference backend (tensorflow, or tfjs cpu with
       reference = 'cpu';
     }
   });
-  const gate = (t: { skip(msg: string): void }): boolean => {
-    if (!skipWhy) return true;
-    if (IN_CI) assert.fail(`${skipWhy} (CI=true: SwiftShader comes with Debian's chromium package, which .ci/run installs)`);
-    t.skip(`SKIPPED, NOT RUN: ${skipWhy}`);
-    return false;
-  };
+  const gate = (t: { skip(msg: string): void }): boolean => webgpuGate(t, skipWhy);
 
   test('conv2d (same, stride 1; valid, stride 2)', async (t) => {
     if (!gate(t)) return;
@@ -348,11 +339,7 @@ describe('feature extraction (lib/features) on webgpu agrees with the reference 
     if (!cifar || missing.length) {
       return t.skip(`SKIPPED, NOT RUN: ${!cifar ? 'CIFAR-10 not found (set CIFAR10_DIR)' : `no weights for ${missing.join(', ')} (set BACKBONES_DIR)`}`);
     }
-    const why = await webgpuUnavailable();
-    if (why) {
-      if (IN_CI) assert.fail(`${why} (CI=true: SwiftShader comes with Debian's chromium package, which .ci/run installs)`);
-      return t.skip(`SKIPPED, NOT RUN: ${why}`);
-    }
+    if (!(await needWebgpu(t))) return;
     const { images, n } = readFirstTestImages(cifar, FEATURE_IMAGES);
     assert.equal(n, FEATURE_IMAGES);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webgpu-features-'));

@@ -10,7 +10,8 @@
 //   Without a GPU the only driver Dawn accepts is SwiftShader (Debian's lavapipe is rejected); Debian ships it, with a
 //   loader, in the `chromium` package under /usr/lib/chromium. Its ICD json names the driver relative to itself
 //   ("./libvk_swiftshader.so"), so we write a copy with the absolute path into a private folder and add it with
-//   VK_ADD_DRIVER_FILES (read when Dawn creates its Vulkan instance, so setting it in process.env works; ADD keeps a
+//   VK_ADD_DRIVER_FILES (read when Dawn creates its Vulkan instance, so setting it in the process environment works, via
+//   lib/settings/context.ts appendNativeEnvList; ADD keeps a
 //   real GPU's driver visible, where VK_ICD_FILENAMES would hide it).
 // - LD_LIBRARY_PATH cannot be set from inside the process (glibc reads it at start-up: measured, setting it in
 //   process.env changes nothing). Instead, when the system has no loader, we dlopen chromium's libvulkan.so.1 by its
@@ -25,7 +26,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { runtimeContext } from '../settings/context';
+import { appendNativeEnvList, runtimeContext } from '../settings/context';
 
 /** What we need of a WebGPU adapter's info (GPUAdapterInfo; Dawn's node binding fills these). */
 export interface AdapterInfoLike {
@@ -96,7 +97,7 @@ function privateIcdRoot(): string {
  * by absolute path. Returns the files, or a one-line reason it is not there.
  */
 export function findSwiftShader(dirs?: string[]): SwiftShader | string {
-  const override = runtimeContext().env[SWIFTSHADER_ENV];
+  const override = runtimeContext().swiftshaderDir;
   // The override replaces the default (so a nonexistent folder turns SwiftShader off, e.g. to see the ladder without it).
   const candidates = dirs ?? (override ? [override] : SWIFTSHADER_DIRS);
   const looked: string[] = [];
@@ -166,8 +167,7 @@ export function setupVulkan(): { loader: string; swiftshader: SwiftShader | stri
   if (process.platform !== 'linux') return { loader: LINKER_FOUND, swiftshader: 'not Linux: Dawn uses Metal/D3D12' };
   const found = findSwiftShader();
   if (typeof found !== 'string' && driverNote === undefined) {
-    const prev = process.env.VK_ADD_DRIVER_FILES;
-    process.env.VK_ADD_DRIVER_FILES = prev ? `${prev}${path.delimiter}${found.icdFile}` : found.icdFile;
+    appendNativeEnvList('VK_ADD_DRIVER_FILES', found.icdFile);
     driverNote = found.icdFile;
   }
   const loader = ensureVulkanLoader(found);

@@ -36,6 +36,8 @@ export interface RuntimeContext {
   readonly oneDnnOff: boolean;
   /** PLOT_DIR (absolute), when set: show() outside a notebook writes figures there. */
   readonly plotDir?: string;
+  /** WEBGPU_SWIFTSHADER_DIR (absolute), when set: the only folder searched for SwiftShader's Vulkan driver. */
+  readonly swiftshaderDir?: string;
   /** The environment this context was resolved from (a copy): the base of childEnv(). */
   readonly env: Readonly<NodeJS.ProcessEnv>;
 }
@@ -60,6 +62,7 @@ export function resolveContext(env: NodeJS.ProcessEnv = process.env, settings?: 
     nativeOff: env.TFJS_NATIVE === 'off',
     oneDnnOff: env.TF_ENABLE_ONEDNN_OPTS === '0',
     plotDir: env.PLOT_DIR ? path.resolve(env.PLOT_DIR) : undefined,
+    swiftshaderDir: env.WEBGPU_SWIFTSHADER_DIR ? path.resolve(env.WEBGPU_SWIFTSHADER_DIR) : undefined,
     env: Object.freeze({ ...env }),
   });
 }
@@ -128,4 +131,15 @@ export function defaultNativeEnv(vars: Record<string, string>): void {
   }
   // Children started from the context's environment inherit them too, as they would have from process.env.
   if (current && Object.keys(set).length) current = Object.freeze({ ...current, env: Object.freeze({ ...current.env, ...set }) });
+}
+
+/**
+ * Append `item` to a path-list variable of this process's environment that native code reads when it starts
+ * (VK_ADD_DRIVER_FILES for the Vulkan loader Dawn creates), keeping what the user set; children inherit it too.
+ */
+export function appendNativeEnvList(name: string, item: string): void {
+  const prev = process.env[name];
+  const value = prev ? `${prev}${path.delimiter}${item}` : item;
+  process.env[name] = value;
+  if (current) current = Object.freeze({ ...current, env: Object.freeze({ ...current.env, [name]: value }) });
 }
