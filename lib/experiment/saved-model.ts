@@ -56,7 +56,9 @@ export function settingsOfModel<T extends Pick<ExperimentConfig, (typeof DATA_KE
   const out = { ...settings, backbones: [...meta.backbones], resolution: meta.resolution } as T;
   const differ: string[] = [];
   for (const k of DATA_KEYS) {
-    const v = k === 'backbones' ? meta.backbones : k === 'resolution' ? meta.resolution : recorded[k];
+    // A model saved before datasets were recorded was trained on CIFAR-10: judged on it, whatever DATASET says.
+    const v = k === 'backbones' ? meta.backbones : k === 'resolution' ? meta.resolution
+      : k === 'dataset' && recorded.dataset === undefined && meta.dataset?.kind !== 'folder' ? 'cifar10' : recorded[k];
     if (v === undefined) continue;
     (out as Record<string, unknown>)[k] = v;
     if (JSON.stringify(v) !== JSON.stringify(settings[k])) differ.push(`${k} ${JSON.stringify(v)} (settings: ${JSON.stringify(settings[k])})`);
